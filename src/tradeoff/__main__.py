@@ -1,0 +1,5 @@
+import sys
+
+from tradeoff.cli import main
+
+sys.exit(main())

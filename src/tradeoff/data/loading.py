@@ -1,0 +1,18 @@
+"""Load a dataset by spec: locate the root, read, and take the seeded subsets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tradeoff.data.imageset import DataBundle
+from tradeoff.data.registry import DATASETS, default_root
+
+
+def load_data(data_spec, seed: int = 0, download: bool = True) -> DataBundle:
+    root = Path(data_spec.root) if data_spec.root else default_root()
+    info = DATASETS.get(data_spec.dataset)
+    bundle = info.load(root, download)
+    if not bundle.streamed:
+        bundle.train = bundle.train.subset(data_spec.train_subset, seed)
+        bundle.test = bundle.test.subset(data_spec.test_subset, seed + 1)
+    return bundle

@@ -1,0 +1,73 @@
+"""The paper's metrics, as fractions in [0, 1], over batched passes of the test set.
+
+- ``accuracy``: clean test accuracy.
+- ``adversarial_robustness``: accuracy under the spec's evaluation attack (PGD).
+- ``backdoor_success_rate``: the paper's definition: among test images whose *clean prediction*
+  is not the target, the fraction predicted as the target once stamped.
+- ``backdoor_success_rate_true_label``: the common variant filtering on the *true label* instead.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tradeoff.attacks import perturb
+from tradeoff.objectives import model_mode
+from tradeoff.progress import progress_bar
+
+
+def test_batches(test_set, batch_size: int, device):
+    """(x, y) batches on the device: slices of an in-memory set, or a loader for a streamed one."""
+    if hasattr(test_set, "x"):
+        for start in range(0, len(test_set), batch_size):
+            yield (test_set.x[start:start + batch_size].to(device, non_blocking=True),
+                   test_set.y[start:start + batch_size].to(device, non_blocking=True))
+    else:
+        for xb, yb in test_set.loader(batch_size):
+            yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+
+
+def evaluate(model, test_set, trigger, target: int, attack_spec, batch_size: int, device,
+             adversarial: bool = True, show_progress: bool = True, extra=()) -> dict:
+    """All metrics in one pass over the test set. ``extra``: callables (model, x, y) -> dict of
+    per-batch counts, summed and divided by the number of test images (e.g. certified robustness)."""
+    totals: dict[str, torch.Tensor] = {}
+
+    def add(name, value):
+        totals[name] = totals.get(name, 0) + value
+
+    n = 0
+    bar = progress_bar(total=len(test_set), desc="evaluate", unit="img", enabled=show_progress)
+    with model_mode(model, False):
+        for xb, yb in test_batches(test_set, batch_size, device):
+            with torch.no_grad():
+                clean = model(xb).argmax(1)
+                stamped = model(trigger.apply(xb)).argmax(1)
+            hit = stamped == target
+            add("correct", (clean == yb).sum())
+            add("asr_pred_hits", (hit & (clean != target)).sum())
+            add("asr_pred_total", (clean != target).sum())
+            add("asr_label_hits", (hit & (yb != target)).sum())
+            add("asr_label_total", (yb != target).sum())
+            if adversarial:
+                x_adv = perturb(model, xb, yb, attack_spec)
+                with torch.no_grad():
+                    add("robust", (model(x_adv).argmax(1) == yb).sum())
+            for fn in extra:
+                for name, value in fn(model, xb, yb).items():
+                    add(name, value)
+            n += len(yb)
+            bar.update(len(yb))
+    bar.close()
+    values = {k: float(v) for k, v in totals.items()}
+    metrics = {
+        "accuracy": values["correct"] / n,
+        "adversarial_robustness": values["robust"] / n if adversarial else None,
+        "backdoor_success_rate": values["asr_pred_hits"] / max(values["asr_pred_total"], 1),
+        "backdoor_success_rate_true_label": values["asr_label_hits"] / max(values["asr_label_total"], 1),
+        "test_images": n,
+    }
+    for fn in extra:
+        for name in getattr(fn, "metric_names", ()):
+            metrics[name] = values.get(name, 0.0) / n
+    return metrics

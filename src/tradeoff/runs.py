@@ -1,0 +1,127 @@
+"""Run folders, written atomically: everything goes into a hidden ``.NAME.partial-*`` folder that
+is renamed into place only when the run has finished, so an interrupted run never leaves a
+folder that looks finished (and never destroys the previous finished one)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from tradeoff.errors import TradeoffError
+
+SUMMARY_COLUMNS = ["run", "dataset", "attack", "defense", "accuracy", "adversarial_robustness",
+                   "backdoor_success_rate"]
+
+
+class RunFolder:
+    def __init__(self, final: Path):
+        self.final = Path(final)
+        self.path: Path | None = None
+        self._log = None
+
+    def __enter__(self) -> "RunFolder":
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.partial-", dir=self.final.parent))
+        self._log = open(self.path / "log.txt", "a", buffering=1)
+        return self
+
+    def log(self, message: str) -> None:
+        self._log.write(message + "\n")
+
+    def write_text(self, name: str, text: str) -> None:
+        (self.path / name).write_text(text)
+
+    def write_json(self, name: str, data) -> None:
+        self.write_text(name, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+    def save_tensors(self, name: str, tensors: dict) -> None:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(self.path / name))
+
+    def __exit__(self, exc_type, exc, tb):
+        self._log.close()
+        if exc_type is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return False
+        publish(self.path, self.final)
+        return False
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Move a finished folder into place, replacing an older one only after the new one is whole."""
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def load_state(path: Path) -> dict:
+    """Model weights from safetensors, or a torch file loaded with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise TradeoffError(f"checkpoint {str(path)!r} does not exist.")
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  a corrupt or unsafe file is the user's input problem
+        raise TradeoffError(f"checkpoint {str(path)!r} cannot be loaded safely ({e.__class__.__name__}).") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise TradeoffError(f"checkpoint {str(path)!r} does not hold a state dict.")
+    return state
+
+
+def read_run(run_dir: Path) -> tuple[dict, dict]:
+    """(spec dict, metrics dict) of a finished run folder."""
+    run_dir = Path(run_dir)
+    spec_file, metrics_file = run_dir / "spec.yaml", run_dir / "metrics.json"
+    if not (spec_file.is_file() and metrics_file.is_file()):
+        raise TradeoffError(f"{run_dir} is not a finished run folder (no spec.yaml and metrics.json).")
+    return yaml.safe_load(spec_file.read_text()), json.loads(metrics_file.read_text())
+
+
+def finished_runs(out_dir: Path) -> list[Path]:
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    return sorted(p.parent for p in out_dir.glob("*/metrics.json") if not p.parent.name.startswith("."))
+
+
+def write_summary(out_dir: Path) -> Path:
+    """``summary.csv``: one row per finished run folder in ``out_dir``."""
+    rows = []
+    for run in finished_runs(out_dir):
+        _, metrics = read_run(run)
+        rows.append({"run": run.name, **{k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}})
+    columns = list(SUMMARY_COLUMNS)
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    path = Path(out_dir) / "summary.csv"
+    write_text_atomic(path, buf.getvalue())
+    return path
