@@ -31,6 +31,7 @@ class DataSpec:
     augment: Optional[bool] = None  # None: the dataset's protocol default
     image_size: Optional[int] = None  # streamed (folder) datasets: crop size
     workers: int = 4  # streamed datasets: loader worker processes
+    folder: Optional[str] = None  # folder datasets: the folder under root (default: the dataset's name), or a path
 
 
 @dataclass
@@ -86,6 +87,7 @@ class DefenseSpec:
     lipschitz: float = 0.0  # cross-Lipschitz coefficient (0: off)
     denoise: bool = False  # non-local denoising blocks inside the model
     replays: int = 4  # free adversarial training: minibatch replays
+    fast_step: float = 1.25  # fast adversarial training: step = fast_step * eps (Wong et al. 2020)
     ibp_eps: Optional[float] = None  # IBP: training eps
     ibp_warmup_steps: int = 2000
     ibp_ramp_steps: int = 10000
@@ -150,9 +152,9 @@ class Spec:
 # --------------------------------------------------------------------------- building
 
 
-def _close(name: str, options) -> str:
+def _close(name: str, options, prefix: str = "") -> str:
     match = difflib.get_close_matches(name, list(options), n=1)
-    return f" (did you mean {match[0]!r}?)" if match else ""
+    return f" (did you mean {prefix + match[0]!r}?)" if match else ""
 
 
 def _check_type(value, hint, where: str):
@@ -176,6 +178,11 @@ def _check_type(value, hint, where: str):
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads '1e-4' (no dot) as text
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise TradeoffError(f"spec key {where!r} must be a number, not {value!r}.")
     if hint is str:
         if isinstance(value, str):
@@ -199,7 +206,8 @@ def _build(cls, raw, where: str):
     for key, value in raw.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in names:
-            raise TradeoffError(f"unknown spec key {path!r}{_close(str(key), names)}.")
+            prefix = f"{where}." if where else ""
+            raise TradeoffError(f"unknown spec key {path!r}{_close(str(key), names, prefix)}.")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value, path)
@@ -323,6 +331,9 @@ def validate(spec: Spec) -> None:
     for key in ("train_subset", "test_subset"):
         n = getattr(spec.data, key)
         _require(n is None or n > 0, f"data.{key} must be a positive number of images, not {n}.")
+    _require(spec.data.image_size is None or spec.data.image_size >= 8,
+             f"data.image_size must be at least 8 pixels, not {spec.data.image_size}.")
+    _require(spec.data.workers >= 0, f"data.workers must be >= 0, not {spec.data.workers}.")
     t = spec.trigger
     triggers.TRIGGERS.get(t.kind)
     _require(t.size >= 1, f"trigger.size must be at least 1 pixel, not {t.size}.")
@@ -347,6 +358,12 @@ def validate(spec: Spec) -> None:
     _validate_attack(spec.eval.attack, "eval.attack")
     _require(spec.defense.lipschitz >= 0, f"defense.lipschitz must be >= 0, not {spec.defense.lipschitz}.")
     _require(spec.defense.replays >= 1, f"defense.replays must be at least 1, not {spec.defense.replays}.")
+    _require(spec.defense.fast_step > 0, f"defense.fast_step must be > 0, not {spec.defense.fast_step}.")
+    d = spec.defense
+    _require(d.ibp_eps is None or d.ibp_eps >= 0, f"defense.ibp_eps must be >= 0, not {d.ibp_eps}.")
+    _require(d.ibp_warmup_steps >= 0 and d.ibp_ramp_steps >= 0,
+             "defense.ibp_warmup_steps and defense.ibp_ramp_steps must be >= 0.")
+    _require(0 <= d.ibp_final_mix <= 1, f"defense.ibp_final_mix must be in [0, 1], not {d.ibp_final_mix}.")
     tr = spec.train
     _require(tr.epochs >= 1, f"train.epochs must be at least 1, not {tr.epochs}.")
     _require(tr.steps is None or tr.steps >= 1, f"train.steps must be at least 1, not {tr.steps}.")
@@ -373,7 +390,7 @@ def _validate_backdoor_defenses(entries: list) -> None:
     for entry in entries:
         _require(isinstance(entry, dict) and "name" in entry,
                  f"backdoor_defenses entries must be mappings with a 'name', not {entry!r}.")
-        defenses.BACKDOOR_DEFENSES.get(entry["name"])
+        defenses.check_entry(entry)  # the name and every option, before any training
 
 
 # --------------------------------------------------------------------------- resolution
@@ -396,7 +413,13 @@ def resolve(spec: Spec) -> Spec:
     for key in ("optimizer", "lr", "weight_decay"):
         if getattr(spec.train, key) is None:
             setattr(spec.train, key, getattr(defaults, key))
-    spec.defense = dataclasses.replace(spec.defense, attack=_resolve_attack(spec.defense.attack, defaults))
+    from tradeoff.objectives import OBJECTIVES
+
+    train_attack = spec.defense.attack
+    forced_norm = getattr(OBJECTIVES.get(spec.defense.adversarial), "attack_norm", None)  # e.g. 'l2-pgd'
+    if forced_norm:
+        train_attack = dataclasses.replace(train_attack, norm=forced_norm)
+    spec.defense = dataclasses.replace(spec.defense, attack=_resolve_attack(train_attack, defaults))
     spec.eval = dataclasses.replace(spec.eval, attack=_resolve_attack(spec.eval.attack, defaults))
     return spec
 

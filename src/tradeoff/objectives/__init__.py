@@ -31,6 +31,12 @@ def model_mode(model, training: bool):
 
 class Objective:
     replays = 1
+    attack_norm: str | None = None  # set: resolve() forces defense.attack.norm to it
+
+    @classmethod
+    def label(cls, spec) -> str:
+        """This objective's part of the ``defense`` label in summary.csv."""
+        return spec.defense.adversarial
 
     def __init__(self, spec):
         self.spec = spec
@@ -65,6 +71,11 @@ class PGDTraining(Objective):
         with model_mode(model, self.spec.train.attack_model_mode == "train"):
             return perturb(model, x, y, self.attack_spec())
 
+    @classmethod
+    def label(cls, spec) -> str:
+        name = spec.defense.adversarial
+        return "l2-pgd" if name == "pgd" and spec.defense.attack.norm == "l2" else name
+
 
 def defense_label(spec) -> str:
     """The short name of the adversarial defence, as reported in summary.csv (e.g. 'denoise+pgd')."""
@@ -74,7 +85,8 @@ def defense_label(spec) -> str:
     if spec.defense.lipschitz > 0:
         parts.append("lipschitz")
     if spec.defense.adversarial != "none":
-        parts.append(spec.defense.adversarial)
+        label = getattr(OBJECTIVES.get(spec.defense.adversarial), "label", None)
+        parts.append(label(spec) if label else spec.defense.adversarial)
     return "+".join(parts) or "none"
 
 
