@@ -3,6 +3,7 @@ the penultimate representation, which the backdoor defences read) then a linear 
 
 from tradeoff.models.base import MODELS, FeatureClassifier, build_model
 from tradeoff.models import cnn as _cnn, resnet as _resnet  # noqa: F401  (register the models)
+from tradeoff.models import ibp as _ibp  # noqa: F401
 from tradeoff.models.denoise import NonLocalDenoise
 
 __all__ = ["MODELS", "FeatureClassifier", "build_model", "NonLocalDenoise"]
