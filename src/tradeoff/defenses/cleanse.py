@@ -1,0 +1,304 @@
+"""Neural Cleanse (Wang et al. 2019): reverse-engineer a trigger per label, flag outliers, unlearn.
+
+For each label t: a mask m = tanh(a)/2 + 1/2 (one channel, broadcast over colours) and a pattern
+p = tanh(b)/2 + 1/2 stamp x' = (1 - m) x + m p; minimise CE(f(x'), t) + lambda_t |m|_1 with Adam
+(lr 0.1, betas 0.5/0.9). All labels of a pass are optimised in one batched computation: every
+step stamps the same clean batch with each label's trigger and runs one forward/backward pass on
+the (labels x batch) images; Adam is element-wise, so this equals separate runs per label.
+lambda_t starts at ``init_cost`` and is multiplied by ``cost_up`` after ``patience`` epochs in a
+row with attack success >= ``success_threshold``, divided by ``cost_down`` after ``patience`` below.
+The reversed trigger of a label is the smallest-|m|_1 mask seen at the end of an epoch that
+reached the threshold (the last one when none did).
+
+Anomaly index of label t: |l1_t - median| / (1.4826 * MAD) over the labels' mask norms; a label is
+flagged when its index exceeds ``anomaly_threshold`` and its norm is below the median. The paper
+reversed only the target label and computed no index (``labels: target``).
+
+Unlearning: a copy of the model fine-tuned with plain SGD on clean held-out images, a share of
+each batch stamped with a reversed trigger (of a flagged label, or the target's in the paper's
+mode) under its true label.
+
+Held-out data: the test set is split once by a seeded permutation (seed = spec seed + 2); the
+first ``holdout_fraction`` is the defender's clean data (reverse-engineering and unlearning), the
+rest measures accuracy and backdoor success before and after (``cleanse_*_before`` / ``_after``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from tradeoff.data.imageset import ImageSet
+from tradeoff.defenses import register_defense
+from tradeoff.defenses.common import add_artifact, check_choice, check_range
+from tradeoff.errors import TradeoffError
+from tradeoff.objectives import model_mode
+from tradeoff.progress import progress_bar
+
+MAD_CONSISTENCY = 1.4826  # makes the MAD a consistent estimator of a normal distribution's std
+UNLEARN_MODES = ("auto", "flagged", "target", "none")
+
+
+@dataclass
+class CleanseOptions:
+    labels: str = "all"  # all | target (the paper)
+    epochs: int = 20
+    batch_size: int = 100
+    lr: float = 0.1
+    init_cost: float = 1e-3
+    patience: int = 5
+    cost_up: float = 2.0
+    cost_down: float = 2 ** 1.5
+    success_threshold: float = 0.99
+    labels_per_pass: int = 10  # labels optimised together in one batched computation
+    holdout_fraction: float = 0.5  # share of the test set that is the defender's clean data
+    reverse_images: Optional[int] = None  # images of the defender's data used to reverse (default all)
+    anomaly_threshold: float = 2.0
+    unlearn: str = "auto"  # auto (flagged labels; the target when labels: target) | flagged | target | none
+    unlearn_epochs: int = 10
+    unlearn_fraction: float = 0.2
+    unlearn_lr: float = 0.01
+    unlearn_batch_size: int = 100
+
+    def check(self):
+        w = "backdoor_defenses.neural-cleanse"
+        check_choice(self.labels, ("all", "target"), f"{w}.labels")
+        check_choice(self.unlearn, UNLEARN_MODES, f"{w}.unlearn")
+        for key in ("epochs", "batch_size", "patience", "labels_per_pass", "unlearn_batch_size"):
+            check_range(getattr(self, key) >= 1, f"{w}.{key} must be at least 1.")
+        check_range(self.unlearn_epochs >= 0, f"{w}.unlearn_epochs must be >= 0.")
+        for key in ("lr", "cost_up", "cost_down", "unlearn_lr"):
+            check_range(getattr(self, key) > 0, f"{w}.{key} must be > 0.")
+        check_range(self.init_cost >= 0, f"{w}.init_cost must be >= 0.")
+        check_range(0 < self.success_threshold <= 1, f"{w}.success_threshold must be in (0, 1].")
+        check_range(0 < self.holdout_fraction < 1, f"{w}.holdout_fraction must be in (0, 1).")
+        check_range(0 <= self.unlearn_fraction <= 1, f"{w}.unlearn_fraction must be in [0, 1].")
+        check_range(self.reverse_images is None or self.reverse_images >= 1, f"{w}.reverse_images must be >= 1.")
+
+
+@dataclass
+class Reversed:
+    masks: torch.Tensor  # (K, 1, H, W) in [0, 1]
+    patterns: torch.Tensor  # (K, C, H, W) in [0, 1]
+    l1: torch.Tensor  # (K,) |mask|_1
+    success: torch.Tensor  # (K,) attack success of the kept trigger (epoch mean)
+    reached: torch.Tensor  # (K,) bool: the success threshold was reached
+
+
+def stamp(x: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
+    """x' = (1 - m) x + m p; broadcasts (K, 1, C, H, W) triggers over a (1, B, C, H, W) batch."""
+    return (1 - mask) * x + mask * pattern
+
+
+def _to_tanh_space(v: torch.Tensor) -> torch.Tensor:
+    return torch.atanh((v - 0.5) * (2 - 1e-4))
+
+
+def reverse_engineer(model, x: torch.Tensor, labels: list[int], opts: CleanseOptions, seed: int,
+                     show_progress: bool = False) -> Reversed:
+    """Reverse-engineer one trigger per label in ``labels`` from the clean images ``x``.
+
+    Each label's starting point is drawn from its own seeded generator and every pass sees the
+    same batches, so the result does not depend on how labels are grouped into passes."""
+    parts = [_reverse_pass(model, x, labels[i:i + opts.labels_per_pass], opts, seed, show_progress)
+             for i in range(0, len(labels), opts.labels_per_pass)]
+    return Reversed(*(torch.cat(t) for t in zip(*(vars(p).values() for p in parts))))
+
+
+def _initial_trigger(label: int, shape: tuple, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    c, h, w = shape
+    g = torch.Generator().manual_seed(seed * 100003 + label)
+    return _to_tanh_space(torch.rand(1, 1, h, w, generator=g)), _to_tanh_space(torch.rand(1, c, h, w, generator=g))
+
+
+def _reverse_pass(model, x, labels, opts, seed, show_progress) -> Reversed:
+    device = x.device
+    k = len(labels)
+    c, h, w = x.shape[1:]
+    starts = [_initial_trigger(t, (c, h, w), seed) for t in labels]
+    a = torch.stack([s[0] for s in starts]).to(device).requires_grad_(True)  # (K, 1, 1, H, W)
+    b = torch.stack([s[1] for s in starts]).to(device).requires_grad_(True)  # (K, 1, C, H, W)
+    order = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam([a, b], lr=opts.lr, betas=(0.5, 0.9))
+    targets = torch.tensor(labels, device=device)
+    cost = torch.full((k,), opts.init_cost, device=device)
+    up = torch.zeros(k, dtype=torch.long, device=device)
+    down = torch.zeros_like(up)
+    best_l1 = torch.full((k,), float("inf"), device=device)
+    best_mask = torch.zeros(k, 1, h, w, device=device)
+    best_pattern = torch.zeros(k, c, h, w, device=device)
+    best_success = torch.zeros(k, device=device)
+    steps_per_epoch = math.ceil(len(x) / opts.batch_size)
+    bar = progress_bar(total=opts.epochs * steps_per_epoch, desc=f"reverse {k} labels", unit="step",
+                       enabled=show_progress)
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        with model_mode(model, False):
+            for _epoch in range(opts.epochs):
+                hits = torch.zeros(k, device=device)
+                seen = 0
+                perm = torch.randperm(len(x), generator=order).to(device)
+                for start in range(0, len(x), opts.batch_size):
+                    xb = x[perm[start:start + opts.batch_size]]
+                    n = len(xb)
+                    mask, pattern = torch.tanh(a) / 2 + 0.5, torch.tanh(b) / 2 + 0.5
+                    logits = model(stamp(xb[None], mask, pattern).flatten(0, 1)).view(k, n, -1)
+                    ce = F.cross_entropy(logits.flatten(0, 1), targets.repeat_interleave(n), reduction="none")
+                    l1 = mask.flatten(1).sum(1)
+                    loss = (ce.view(k, n).mean(1) + cost * l1).sum()
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    hits += (logits.detach().argmax(2) == targets[:, None]).sum(1)
+                    seen += n
+                    bar.update(1)
+                success = hits / seen
+                with torch.no_grad():
+                    mask, pattern = torch.tanh(a) / 2 + 0.5, torch.tanh(b) / 2 + 0.5
+                    l1 = mask.flatten(1).sum(1)
+                    better = (success >= opts.success_threshold) & (l1 < best_l1)
+                    best_l1 = torch.where(better, l1, best_l1)
+                    best_mask[better] = mask[better, 0]
+                    best_pattern[better] = pattern[better, 0]
+                    best_success = torch.where(better, success, best_success)
+                    ok = success >= opts.success_threshold
+                    up, down = torch.where(ok, up + 1, 0), torch.where(ok, 0, down + 1)
+                    cost = torch.where(up >= opts.patience, cost * opts.cost_up, cost)
+                    cost = torch.where(down >= opts.patience, cost / opts.cost_down, cost)
+                    up = torch.where(up >= opts.patience, 0, up)
+                    down = torch.where(down >= opts.patience, 0, down)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+        bar.close()
+    with torch.no_grad():
+        reached = torch.isfinite(best_l1)
+        mask, pattern = torch.tanh(a) / 2 + 0.5, torch.tanh(b) / 2 + 0.5
+        best_mask[~reached] = mask[~reached, 0]
+        best_pattern[~reached] = pattern[~reached, 0]
+        best_success = torch.where(reached, best_success, success)
+        best_l1 = best_mask.flatten(1).sum(1)
+    return Reversed(best_mask.cpu(), best_pattern.cpu(), best_l1.cpu(), best_success.cpu(), reached.cpu())
+
+
+def anomaly_indices(norms: torch.Tensor) -> torch.Tensor:
+    """|norm - median| / (1.4826 * median absolute deviation), per label."""
+    norms = norms.double()
+    median = norms.quantile(0.5)  # the usual median (mean of the middle two for an even count)
+    mad = MAD_CONSISTENCY * (norms - median).abs().quantile(0.5)
+    return (norms - median).abs() / mad.clamp_min(1e-12)
+
+
+def unlearn(model, x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor, patterns: torch.Tensor,
+            opts: CleanseOptions, generator: torch.Generator, show_progress: bool = False):
+    """A copy of ``model`` fine-tuned by plain SGD on (x, y) where the first ``unlearn_fraction``
+    of each shuffled batch is stamped with one of the triggers (chosen at random), labels kept."""
+    model = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=opts.unlearn_lr)
+    masks, patterns = masks.to(x.device), patterns.to(x.device)
+    steps = opts.unlearn_epochs * math.ceil(len(x) / opts.unlearn_batch_size)
+    bar = progress_bar(total=steps, desc="unlearn", unit="step", enabled=show_progress)
+    with model_mode(model, True):
+        for _epoch in range(opts.unlearn_epochs):
+            perm = torch.randperm(len(x), generator=generator).to(x.device)
+            for start in range(0, len(x), opts.unlearn_batch_size):
+                idx = perm[start:start + opts.unlearn_batch_size]
+                xb, yb = x[idx], y[idx]
+                n_stamp = round(opts.unlearn_fraction * len(idx))
+                if n_stamp:
+                    which = torch.randint(len(masks), (n_stamp,), generator=generator).to(x.device)
+                    xb = torch.cat([stamp(xb[:n_stamp], masks[which], patterns[which]), xb[n_stamp:]])
+                loss = F.cross_entropy(model(xb), yb)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                bar.update(1)
+    bar.close()
+    model.eval()
+    return model
+
+
+def holdout_split(test_set, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
+    """(defender's clean data, measurement data): a seeded split of an in-memory test set."""
+    if not hasattr(test_set, "x"):
+        raise TradeoffError("the neural-cleanse defence needs an in-memory test set for its held-out clean data.")
+    perm = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(seed + 2))
+    cut = int(round(fraction * len(test_set)))
+    if cut < 1 or cut >= len(test_set):
+        raise TradeoffError(f"holdout_fraction {fraction} leaves no images on one side of a {len(test_set)}-image test set.")
+    first, rest = perm[:cut].sort().values, perm[cut:].sort().values
+    return ImageSet(test_set.x[first], test_set.y[first]), ImageSet(test_set.x[rest], test_set.y[rest])
+
+
+def _measure(model, measure_set, outcome) -> dict:
+    from tradeoff.metrics import evaluate
+
+    spec, extras = outcome.spec, outcome.extras
+    return evaluate(model, measure_set, extras["trigger"], spec.poison.target, spec.eval.attack,
+                    spec.eval.batch_size, extras["device"], adversarial=False, show_progress=False)
+
+
+@register_defense("neural-cleanse", CleanseOptions)
+def cleanse_defense(outcome, opts: CleanseOptions, log, show_progress) -> dict:
+    spec, extras = outcome.spec, outcome.extras
+    device, model, target = extras["device"], outcome.model, spec.poison.target
+    num_classes = extras["bundle"].num_classes
+    defender, measure_set = holdout_split(extras["bundle"].test, opts.holdout_fraction, spec.seed)
+    g = torch.Generator().manual_seed(spec.seed + 3)
+    x_rev = defender.x
+    if opts.reverse_images is not None and opts.reverse_images < len(x_rev):
+        x_rev = x_rev[torch.randperm(len(x_rev), generator=g)[:opts.reverse_images].sort().values]
+    labels = list(range(num_classes)) if opts.labels == "all" else [target]
+    log(f"neural cleanse: reversing {len(labels)} label(s) on {len(x_rev)} held-out images, "
+        f"{len(defender)} for unlearning, {len(measure_set)} for measuring")
+    rev = reverse_engineer(model, x_rev.to(device), labels, opts, spec.seed, show_progress)
+    metrics: dict = {"cleanse_labels": opts.labels}
+    position = labels.index(target)
+    metrics["cleanse_target_mask_l1"] = float(rev.l1[position])
+    metrics["cleanse_target_reversed_success"] = float(rev.success[position])
+    flagged: list[int] = []
+    if opts.labels == "all":
+        index = anomaly_indices(rev.l1)
+        below = rev.l1 < rev.l1.quantile(0.5)
+        flagged = [labels[i] for i in range(len(labels)) if below[i] and index[i] > opts.anomaly_threshold]
+        candidates = torch.where(below, index, torch.zeros_like(index))
+        metrics.update({
+            "cleanse_anomaly_index": float(index[position]),
+            "cleanse_most_anomalous_label": labels[int(candidates.argmax())],
+            "cleanse_max_anomaly_index": float(candidates.max()),
+            "cleanse_median_mask_l1": float(rev.l1.quantile(0.5)),
+            "cleanse_flagged_labels": " ".join(map(str, flagged)),
+            "cleanse_target_flagged": target in flagged,
+        })
+        add_artifact(outcome, "cleanse.safetensors", {"labels": torch.tensor(labels), "masks": rev.masks,
+                                                      "patterns": rev.patterns, "l1": rev.l1, "anomaly_index": index})
+    else:
+        add_artifact(outcome, "cleanse.safetensors", {"labels": torch.tensor(labels), "masks": rev.masks,
+                                                      "patterns": rev.patterns, "l1": rev.l1})
+    mode = opts.unlearn if opts.unlearn != "auto" else ("flagged" if opts.labels == "all" else "target")
+    chosen = {"flagged": flagged, "target": [target], "none": []}[mode]
+    before = _measure(model, measure_set, outcome)
+    metrics.update({"cleanse_unlearned_labels": " ".join(map(str, chosen)),
+                    "cleanse_accuracy_before": before["accuracy"],
+                    "cleanse_backdoor_success_rate_before": before["backdoor_success_rate"]})
+    if chosen and opts.unlearn_epochs > 0:
+        pick = torch.tensor([labels.index(t) for t in chosen])
+        cleaned = unlearn(model, defender.x.to(device), defender.y.to(device), rev.masks[pick], rev.patterns[pick],
+                          opts, g, show_progress)
+        after = _measure(cleaned, measure_set, outcome)
+        add_artifact(outcome, "cleanse_model.safetensors", cleaned.state_dict())
+    else:
+        log("neural cleanse: no label to unlearn; the model is unchanged")
+        after = before
+    metrics.update({"cleanse_accuracy_after": after["accuracy"],
+                    "cleanse_backdoor_success_rate_after": after["backdoor_success_rate"]})
+    log("neural cleanse: " + ", ".join(
+        f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+    return metrics

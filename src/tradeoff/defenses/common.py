@@ -1,0 +1,96 @@
+"""What the filtering defences share: representations of the training set, the classes they
+examine, detection metrics, and the optional retraining without the removed images."""
+
+from __future__ import annotations
+
+import torch
+
+from tradeoff.errors import TradeoffError
+from tradeoff.objectives import model_mode
+
+
+def training_set(outcome, defense: str):
+    """(poisoned training images, their training labels, ground-truth poison mask) of an outcome."""
+    tensors = outcome.extras.get("train_tensors")
+    if tensors is None:
+        raise TradeoffError(f"the {defense} defence needs an in-memory training set; "
+                            f"dataset {outcome.spec.data.dataset!r} is streamed.")
+    x, y = tensors
+    return x, y, outcome.extras["plan"].mask.to(y.device)
+
+
+def representations(model, x: torch.Tensor, layer: str | None = None, batch_size: int = 500) -> torch.Tensor:
+    """(N, D) flattened activations of ``x``: the output of ``model.features`` (the penultimate
+    representation) by default, or of the sub-module called ``layer`` (a name from
+    ``model.named_modules()``, e.g. ``features.4``)."""
+    if layer is None:
+        module = getattr(model, "features", None)
+        if module is None:
+            raise TradeoffError("the model has no 'features' part; name a layer with the defence's 'layer' option.")
+    else:
+        modules = dict(model.named_modules())
+        if layer not in modules:
+            names = ", ".join(n for n in modules if n)
+            raise TradeoffError(f"the model has no layer {layer!r}; its layers are: {names}.")
+        module = modules[layer]
+    captured: list[torch.Tensor] = []
+    handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out.detach().flatten(1)))
+    try:
+        with model_mode(model, False), torch.no_grad():
+            for start in range(0, len(x), batch_size):
+                model(x[start:start + batch_size])
+    finally:
+        handle.remove()
+    return torch.cat(captured)
+
+
+def examined_classes(scope: str, target: int, labels: torch.Tensor) -> list[int]:
+    """The classes a filter looks at: the target class only (the paper) or every class present."""
+    if scope == "target":
+        return [target]
+    return sorted(int(c) for c in labels.unique())
+
+
+def detection_metrics(prefix: str, removed: torch.Tensor, poisoned: torch.Tensor, examined: torch.Tensor) -> dict:
+    """detection rate = poisons removed / poisons; false-positive rate = clean images removed /
+    clean images among those examined (the classes the filter looked at)."""
+    removed, poisoned, examined = removed.cpu(), poisoned.cpu(), examined.cpu()
+    n_poison = int(poisoned.sum())
+    clean_examined = int((examined & ~poisoned).sum())
+    return {
+        f"{prefix}_removed": int(removed.sum()),
+        f"{prefix}_poisons_removed": int((removed & poisoned).sum()),
+        f"{prefix}_detection_rate": (int((removed & poisoned).sum()) / n_poison) if n_poison else None,
+        f"{prefix}_false_positive_rate": (int((removed & ~poisoned).sum()) / clean_examined)
+        if clean_examined else None,
+    }
+
+
+def retrain_metrics(prefix: str, outcome, removed: torch.Tensor, log, show_progress: bool) -> dict:
+    """The spec trained again without the removed images: the "with defence" success rate."""
+    from tradeoff.defenses.retrain import retrain_without
+
+    log(f"{prefix}: retraining without the {int(removed.sum())} removed images")
+    metrics = retrain_without(outcome, removed, log, show_progress)
+    return {
+        f"{prefix}_backdoor_success_rate_before": outcome.metrics.get("backdoor_success_rate"),
+        f"{prefix}_backdoor_success_rate_after": metrics["backdoor_success_rate"],
+        f"{prefix}_accuracy_before": outcome.metrics.get("accuracy"),
+        f"{prefix}_accuracy_after": metrics["accuracy"],
+    }
+
+
+def check_choice(value, allowed: tuple, where: str) -> None:
+    if value not in allowed:
+        raise TradeoffError(f"{where} must be one of {', '.join(map(repr, allowed))}, not {value!r}.")
+
+
+def check_range(ok: bool, message: str) -> None:
+    if not ok:
+        raise TradeoffError(message)
+
+
+def add_artifact(outcome, file_name: str, tensors: dict) -> None:
+    """Tensors for the run folder (saved by the experiment or ``tradeoff defend``)."""
+    outcome.extras.setdefault("artifacts", {})[file_name] = {
+        k: v.detach().cpu().contiguous() for k, v in tensors.items()}

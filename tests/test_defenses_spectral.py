@@ -1,0 +1,91 @@
+"""Spectral signatures: scores against an independent eigen-decomposition, removal rules and
+detection on synthetic representations where the answer is known."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tradeoff.defenses import BACKDOOR_DEFENSES, check_entry
+from tradeoff.defenses.common import representations
+from tradeoff.defenses.spectral import spectral_scores
+from tradeoff.errors import TradeoffError
+from tradeoff.models import FeatureClassifier
+from tradeoff.poisoning import PoisonPlan
+from tradeoff.spec import Spec
+
+
+def synthetic_outcome(reps: torch.Tensor, labels: torch.Tensor, poisoned: torch.Tensor, target: int = 0):
+    """An outcome whose model's features are the identity, so the defence sees ``reps`` exactly."""
+    model = FeatureClassifier(nn.Sequential(nn.Flatten()), nn.Linear(reps.shape[1], int(labels.max()) + 1))
+    spec = Spec()
+    spec.poison.target = target
+    plan = PoisonPlan(poisoned.nonzero().flatten(), torch.zeros(int(poisoned.sum()), dtype=torch.long), labels,
+                      poisoned)
+    return SimpleNamespace(spec=spec, model=model, metrics={}, extras={
+        "plan": plan, "train_tensors": (reps[:, :, None, None], labels), "device": torch.device("cpu")})
+
+
+def planted(n_clean=300, n_poison=40, dim=32, shift=8.0, seed=0):
+    """Class 0: clean Gaussian images plus poisons shifted along one direction; class 1: clean only."""
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randn(n_clean, dim, generator=g) + 2.0
+    poison = torch.randn(n_poison, dim, generator=g) + 2.0
+    poison[:, 3] += shift
+    other = torch.randn(n_clean, dim, generator=g) - 2.0
+    reps = torch.cat([clean, poison, other])
+    labels = torch.cat([torch.zeros(n_clean + n_poison), torch.ones(n_clean)]).long()
+    poisoned = torch.zeros(len(labels), dtype=torch.bool)
+    poisoned[n_clean:n_clean + n_poison] = True
+    return reps, labels, poisoned
+
+
+def test_scores_match_top_eigenvector_of_covariance():
+    """|projection| on the top eigenvector of the covariance (numpy eigh, an independent route to the
+    top right-singular vector of the centred matrix), centred and uncentred."""
+    reps, _, _ = planted()
+    r = reps.double().numpy()
+    m = r - r.mean(0)
+    _, vecs = np.linalg.eigh(m.T @ m)
+    v = vecs[:, -1]
+    np.testing.assert_allclose(spectral_scores(reps, centred=True).numpy(), np.abs(m @ v), rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(spectral_scores(reps, centred=False).numpy(), np.abs(r @ v), rtol=1e-8, atol=1e-8)
+
+
+def test_representations_default_to_features_and_named_layer():
+    """The default representation is model.features(x); a named layer gives that module's output."""
+    torch.manual_seed(0)
+    model = FeatureClassifier(nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.ReLU()), nn.Linear(6, 3))
+    x = torch.rand(17, 3, 2, 2)
+    assert torch.allclose(representations(model, x, batch_size=5), model.features(x))
+    assert torch.allclose(representations(model, x, "features.1", batch_size=4), model.features[1](x.flatten(1)))
+    with pytest.raises(TradeoffError, match="no layer"):
+        representations(model, x, "features.9")
+
+
+def test_textbook_and_paper_removal_rules_on_known_poisons():
+    """Well-separated poisons: the textbook variant removes ceil(1.5 x 40) = 60 images including every
+    poison; the paper variant removes exactly 40 + 1; only the target class is examined."""
+    reps, labels, poisoned = planted()
+    spectral = BACKDOOR_DEFENSES.get("spectral")
+    out = spectral(synthetic_outcome(reps, labels, poisoned), log=lambda m: None, variant="textbook", retrain=False)
+    assert out["spectral_removed"] == 60 and out["spectral_detection_rate"] == 1.0
+    assert out["spectral_false_positive_rate"] == pytest.approx(20 / 300)
+    assert out["spectral_deviation"] > 3
+    out = spectral(synthetic_outcome(reps, labels, poisoned), log=lambda m: None, variant="paper", retrain=False)
+    assert out["spectral_removed"] == 41 and out["spectral_detection_rate"] == 1.0
+    out = spectral(synthetic_outcome(reps, labels, poisoned), log=lambda m: None, variant="textbook",
+                   classes="all", expected_poisons=10, retrain=False)
+    assert out["spectral_removed"] == 30  # 15 from each class
+
+
+def test_options_are_validated():
+    """Unknown or out-of-range options are one clear TradeoffError, as spec validation reports them."""
+    with pytest.raises(TradeoffError, match="did you mean .*variant'"):
+        check_entry({"name": "spectral", "variantt": "paper"})
+    with pytest.raises(TradeoffError, match="variant"):
+        check_entry({"name": "spectral", "variant": "other"})
+    with pytest.raises(TradeoffError, match="removal_factor"):
+        check_entry({"name": "spectral", "removal_factor": -1})
