@@ -12,16 +12,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tradeoff import defenses
+from tradeoff import defenses, distributed
 from tradeoff.certify import certification_metrics
 from tradeoff.data import load_data
 from tradeoff.metrics import evaluate
 from tradeoff.models import build_model
+from tradeoff.models.base import adapt_state
 from tradeoff.objectives import defense_label, make_objective
 from tradeoff.poisoning import plan_poison, poison_images
 from tradeoff.runs import RunFolder, load_state, write_summary
 from tradeoff.spec import Spec, resolve
-from tradeoff.train import InMemoryBatches, pick_device, train_model
+from tradeoff.train import pick_device, train_model, training_batches
 from tradeoff.triggers import make_trigger
 from tradeoff.errors import TradeoffError
 
@@ -57,7 +58,7 @@ def prepare(spec: Spec, device):
 def make_model(spec: Spec, bundle, device) -> torch.nn.Module:
     model = build_model(spec.model.name, bundle.shape, bundle.num_classes, spec.model.width, spec.defense.denoise)
     if spec.model.checkpoint:
-        state = load_state(Path(spec.model.checkpoint))
+        state = adapt_state(model, load_state(Path(spec.model.checkpoint)))
         missing, unexpected = model.load_state_dict(state, strict=False)
         if len(missing) == len(model.state_dict()):
             raise TradeoffError(f"checkpoint {spec.model.checkpoint!r} matches no weight of model {spec.model.name!r}.")
@@ -68,13 +69,23 @@ def run_experiment(spec: Spec, out_dir: str | Path | None = None, show_progress:
                    echo: bool = False, run_name: str | None = None) -> Outcome:
     """Run ``spec``; with ``out_dir``, record it in ``out_dir/<run_name or spec.name>/``."""
     spec = resolve(spec)
+    ctx, _ = distributed.setup(pick_device(spec.train.device))
+    if not ctx.is_main:  # data-parallel run: only rank 0 shows progress and writes the run folder
+        return _shared(_run(spec, None, False, False), ctx)
     folder = RunFolder(Path(out_dir) / (run_name or spec.name)) if out_dir is not None else None
     if folder is None:
-        return _run(spec, None, show_progress, echo)
+        return _shared(_run(spec, None, show_progress, echo), ctx)
     with folder:
         outcome = _run(spec, folder, show_progress, echo)
         outcome.run_dir = folder.final
     write_summary(Path(out_dir))
+    return _shared(outcome, ctx)
+
+
+def _shared(outcome: Outcome, ctx) -> Outcome:
+    """In a data-parallel run every rank returns rank 0's record, once rank 0 has written it."""
+    if ctx.active:
+        outcome.metrics, outcome.run_dir = distributed.broadcast_object((outcome.metrics, outcome.run_dir), ctx)
     return outcome
 
 
@@ -86,19 +97,21 @@ def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool) 
             print(f"[{spec.name}] {message}", file=sys.stderr)
 
     seed_everything(spec.seed)
-    device = pick_device(spec.train.device)
+    ctx, device = distributed.setup(pick_device(spec.train.device))
     bundle, trigger, plan, train_tensors = prepare(spec, device)
     log(f"{spec.data.dataset}: {len(bundle.train)} training / {len(bundle.test)} test images; "
         f"{spec.poison.attack} poisoning of {len(plan.indices)} images, target {spec.poison.target}")
     model = make_model(spec, bundle, device)
-    batches = InMemoryBatches(*train_tensors, spec.train.batch_size, spec.data.augment, spec.seed)
-    result = train_model(model, batches, make_objective(spec), spec.train, device, log, show_progress)
+    distributed.rank_seed(spec.seed, ctx)
+    batches = training_batches(spec, bundle, train_tensors, device, ctx)
+    result = train_model(model, batches, make_objective(spec), spec.train, device, log, show_progress, ctx=ctx)
     log(f"trained {result.steps} steps in {result.seconds:.1f} s")
 
     start = time.perf_counter()
-    metrics = evaluate(model, bundle.test, trigger, spec.poison.target, spec.eval.attack, spec.eval.batch_size,
+    test_set = bundle.test if bundle.streamed else bundle.test.to(device)
+    metrics = evaluate(model, test_set, trigger, spec.poison.target, spec.eval.attack, spec.eval.batch_size,
                        device, adversarial=spec.eval.adversarial, show_progress=show_progress,
-                       extra=certification_metrics(spec))
+                       extra=certification_metrics(spec), precision=spec.train.precision, ctx=ctx)
     eval_seconds = time.perf_counter() - start
     log("metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
 
@@ -125,5 +138,7 @@ def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool) 
         folder.write_text("spec.yaml", spec.to_yaml())
         folder.save_tensors("model.safetensors", model.state_dict())
         folder.save_tensors("poison.safetensors", {"indices": plan.indices, "corners": plan.corners})
+        for file_name, tensors in outcome.extras.get("artifacts", {}).items():  # backdoor defences' outputs
+            folder.save_tensors(file_name, tensors)
         folder.write_json("metrics.json", record)
     return outcome

@@ -16,21 +16,29 @@ from tradeoff.objectives import model_mode
 from tradeoff.progress import progress_bar
 
 
-def test_batches(test_set, batch_size: int, device):
-    """(x, y) batches on the device: slices of an in-memory set, or a loader for a streamed one."""
+def test_batches(test_set, batch_size: int, device, rank: int = 0, world: int = 1):
+    """(x, y) batches on the device: slices of an in-memory set, or a loader for a streamed one.
+    With ``world > 1``, only every world-th batch from ``rank`` on (this rank's share)."""
     if hasattr(test_set, "x"):
-        for start in range(0, len(test_set), batch_size):
+        for start in range(rank * batch_size, len(test_set), world * batch_size):
             yield (test_set.x[start:start + batch_size].to(device, non_blocking=True),
                    test_set.y[start:start + batch_size].to(device, non_blocking=True))
     else:
-        for xb, yb in test_set.loader(batch_size):
+        for xb, yb in test_set.loader(batch_size, device=device, rank=rank, world=world):
             yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
 
 
 def evaluate(model, test_set, trigger, target: int, attack_spec, batch_size: int, device,
-             adversarial: bool = True, show_progress: bool = True, extra=()) -> dict:
+             adversarial: bool = True, show_progress: bool = True, extra=(), precision: str = "fp32",
+             ctx=None) -> dict:
     """All metrics in one pass over the test set. ``extra``: callables (model, x, y) -> dict of
-    per-batch counts, summed and divided by the number of test images (e.g. certified robustness)."""
+    per-batch counts, summed and divided by the number of test images (e.g. certified robustness).
+    ``precision``: autocast as in training. ``ctx``: a data-parallel run's context; each rank
+    then evaluates its share of the batches and the counts are summed over ranks."""
+    from tradeoff import distributed
+    from tradeoff.train import autocast_for
+
+    ctx = ctx or distributed.SINGLE
     totals: dict[str, torch.Tensor] = {}
 
     def add(name, value):
@@ -38,8 +46,8 @@ def evaluate(model, test_set, trigger, target: int, attack_spec, batch_size: int
 
     n = 0
     bar = progress_bar(total=len(test_set), desc="evaluate", unit="img", enabled=show_progress)
-    with model_mode(model, False):
-        for xb, yb in test_batches(test_set, batch_size, device):
+    with model_mode(model, False), autocast_for(device, precision):
+        for xb, yb in test_batches(test_set, batch_size, device, ctx.rank, ctx.world):
             with torch.no_grad():
                 clean = model(xb).argmax(1)
                 stamped = model(trigger.apply(xb)).argmax(1)
@@ -59,6 +67,13 @@ def evaluate(model, test_set, trigger, target: int, attack_spec, batch_size: int
             n += len(yb)
             bar.update(len(yb))
     bar.close()
+    if ctx.active:
+        names = distributed.union_of_names(list(totals) + ["n"], ctx)
+        totals["n"] = n
+        summed = torch.stack([torch.as_tensor(totals.get(k, 0), dtype=torch.float64, device=device)
+                              for k in names])
+        totals = dict(zip(names, distributed.all_reduce_sum(summed, ctx)))
+        n = int(totals.pop("n"))
     values = {k: float(v) for k, v in totals.items()}
     metrics = {
         "accuracy": values["correct"] / n,

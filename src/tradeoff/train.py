@@ -29,19 +29,43 @@ class InMemoryBatches:
         self.x, self.y = x, y
         self.batch_size, self.augment, self.seed = batch_size, augment, seed
         self.rank, self.world = rank, world
-        self.steps_per_epoch = math.ceil(len(y) / batch_size)
-        self._augment_gen = torch.Generator().manual_seed(seed + 7919 * (rank + 1))
+        self.steps_per_epoch = len(global_batches(len(y), batch_size, world))
+        # Augmentation draws on the data's device (no host round trip per batch).
+        self._augment_gen = torch.Generator(device=x.device).manual_seed(seed + 7919 * (rank + 1))
+        self.last_global_size = 0  # size of the global batch the last yielded slice belongs to
 
     def epoch(self, index: int):
-        g = torch.Generator().manual_seed(self.seed * 100003 + index)
-        perm = torch.randperm(len(self.y), generator=g).to(self.y.device)
-        for start in range(0, len(perm), self.batch_size):
-            idx = perm[start:start + self.batch_size]
+        perm = epoch_permutation(len(self.y), self.seed, index).to(self.y.device)
+        for start, stop in global_batches(len(self.y), self.batch_size, self.world):
+            idx = perm[start:stop]
             idx = idx[self.rank::self.world] if self.world > 1 else idx
             xb, yb = self.x[idx], self.y[idx]
             if self.augment:
                 xb = pad_crop_flip(xb, 2, self._augment_gen)
+            self.last_global_size = stop - start
             yield xb, yb
+
+
+def training_batches(spec, bundle, train_tensors, device, ctx):
+    """This rank's batch source: in-memory tensors, or a streamed dataset's loader."""
+    if bundle.streamed:
+        return bundle.train.batches(spec.train.batch_size, spec.seed, device, ctx.rank, ctx.world)
+    return InMemoryBatches(*train_tensors, spec.train.batch_size, spec.data.augment, spec.seed, ctx.rank, ctx.world)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The epoch's order of the training set: drawn on the CPU, so it is the same on every rank
+    and every device."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+
+
+def global_batches(n: int, batch_size: int, world: int = 1) -> list[tuple[int, int]]:
+    """(start, stop) of each global batch of an epoch. With several ranks a last batch smaller
+    than the number of ranks is dropped (some rank would get no image)."""
+    bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    if world > 1 and bounds and bounds[-1][1] - bounds[-1][0] < world:
+        bounds.pop()
+    return bounds
 
 
 def lr_at(step: int, base_lr: float, schedule: list, steps_per_unit: int = 1) -> float:
@@ -83,11 +107,33 @@ def total_steps(train_spec, steps_per_epoch: int) -> int:
     return train_spec.steps if train_spec.steps is not None else train_spec.epochs * steps_per_epoch
 
 
-def train_model(model, batches, objective, train_spec, device, log=print, show_progress=True) -> TrainResult:
-    """Run ``objective`` over ``batches`` for the spec's number of steps."""
+def prepare_for_training(model, train_spec, device, ctx=None):
+    """The module the loop calls: channels-last, DDP-wrapped in a distributed run, compiled on
+    request. Parameters are shared with ``model``, which stays the one to save and evaluate."""
+    from tradeoff import distributed
+
+    if train_spec.channels_last:
+        model.to(memory_format=torch.channels_last)
+    net = distributed.wrap(model, ctx or distributed.SINGLE, device)
+    return torch.compile(net) if train_spec.compile else net
+
+
+def train_model(model, batches, objective, train_spec, device, log=print, show_progress=True,
+                ctx=None) -> TrainResult:
+    """Run ``objective`` over ``batches`` for the spec's number of steps. ``ctx``: the
+    :class:`tradeoff.distributed.DistContext` of a data-parallel run (``batches`` then yields this
+    rank's slices and sets ``last_global_size``)."""
+    from tradeoff import distributed
+
+    ctx = ctx or distributed.SINGLE
+    net = prepare_for_training(model, train_spec, device, ctx)
+    memory_format = torch.channels_last if train_spec.channels_last else torch.contiguous_format
     optimizer = make_optimizer(model, train_spec)
     scaler = torch.amp.GradScaler(enabled=train_spec.precision == "fp16" and device.type == "cuda")
-    steps = total_steps(train_spec, batches.steps_per_epoch)
+    # Minibatch replays (free training) count against the budget: epochs/steps are divided by
+    # them so that every objective makes the same number of optimiser updates.
+    replays = objective.replays
+    steps = math.ceil(total_steps(train_spec, batches.steps_per_epoch) / replays)
     unit = batches.steps_per_epoch if train_spec.lr_schedule_unit == "epochs" else 1
     model.train()
     start, step, epoch, history = time.perf_counter(), 0, 0, []
@@ -98,13 +144,17 @@ def train_model(model, batches, objective, train_spec, device, log=print, show_p
         for xb, yb in batches.epoch(epoch):
             if step >= steps:
                 break
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, train_spec.lr, train_spec.lr_schedule, unit)
-            for _ in range(objective.replays):
+            xb = xb.contiguous(memory_format=memory_format)
+            # DDP averages the ranks' gradients; weighting each rank's mean loss by its share of
+            # the global batch makes that average the global batch mean, slices equal or not.
+            share = ctx.world * len(yb) / batches.last_global_size if ctx.active else 1.0
+            for replay in range(replays):
+                for group in optimizer.param_groups:  # the schedule counts optimiser updates
+                    group["lr"] = lr_at(step * replays + replay, train_spec.lr, train_spec.lr_schedule, unit)
                 with autocast_for(device, train_spec.precision):
-                    loss, logits, _ = objective.loss(model, xb, yb, step)
+                    loss, logits, _ = objective.loss(net, xb, yb, step)
                 optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
+                scaler.scale(loss * share if share != 1.0 else loss).backward()
                 objective.after_backward()
                 scaler.step(optimizer)
                 scaler.update()
@@ -113,9 +163,12 @@ def train_model(model, batches, objective, train_spec, device, log=print, show_p
             seen += len(yb)
             step += 1
             bar.update(1)
-        loss_value = (loss_sum / max(seen, 1)).item()
-        history.append((epoch, loss_value, (correct / max(seen, 1)).item()))
+        totals = distributed.all_reduce_sum(torch.stack([loss_sum, correct.to(loss_sum.dtype),
+                                                         torch.tensor(float(seen), device=device)]), ctx)
+        loss_value = (totals[0] / totals[2].clamp_min(1)).item()
+        history.append((epoch, loss_value, (totals[1] / totals[2].clamp_min(1)).item()))
         log(f"epoch {epoch}: loss {loss_value:.4f}, accuracy on training inputs {history[-1][2]:.4f}")
         epoch += 1
     bar.close()
+    distributed.sync_buffers(model, ctx)
     return TrainResult(steps=step, seconds=time.perf_counter() - start, final_loss=loss_value, history=history)

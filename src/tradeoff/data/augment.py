@@ -12,9 +12,12 @@ def pad_crop_flip(x: torch.Tensor, pad: int = 2, generator: torch.Generator | No
     n, c, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
     dev = x.device
-    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device="cpu").to(dev)
-    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device="cpu").to(dev)
-    flip = torch.rand(n, generator=generator, device="cpu").to(dev) < 0.5
+    # Random numbers are drawn where the generator lives: the data's device for the training
+    # loop's generator, so no host round trip per batch.
+    draw = generator.device if generator is not None else dev
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=draw).to(dev)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=draw).to(dev)
+    flip = torch.rand(n, generator=generator, device=draw).to(dev) < 0.5
     rows = oy[:, None] + torch.arange(h, device=dev)  # (n, h)
     cols = ox[:, None] + torch.arange(w, device=dev)  # (n, w)
     cols = torch.where(flip[:, None], cols.flip(1), cols)

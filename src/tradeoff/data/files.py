@@ -51,6 +51,7 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
 
     _ALLOWED = {
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
         ("numpy", "ndarray"), ("numpy", "dtype"), ("builtins", "bytes"),
         ("_codecs", "encode"), ("copyreg", "_reconstructor"), ("builtins", "object"),
     }

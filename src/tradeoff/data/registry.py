@@ -31,6 +31,7 @@ class DatasetInfo:
     load: Callable  # (root: Path, download: bool) -> DataBundle
     protocol: Protocol
     description: str
+    takes_spec: bool = False  # load(root, download, data_spec): for loaders that need image_size etc.
 
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset")

@@ -43,3 +43,25 @@ def flat_size(module: nn.Module, shape: tuple) -> int:
 
 def scaled(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
+
+
+def adapt_state(model: nn.Module, state: dict) -> dict:
+    """A checkpoint's state dict in ``model``'s naming: wrapper prefixes (``module.`` from DDP,
+    ``_orig_mod.`` from torch.compile) are dropped, the model's ``checkpoint_aliases`` (a foreign
+    prefix -> our prefix, e.g. torchvision's ``layer1`` -> ``features.5``) are applied, and
+    entries whose shape differs from the model's (a classifier head for another number of
+    classes) are left out, so that fine-tuning starts from everything else."""
+    own = model.state_dict()
+    aliases = getattr(model, "checkpoint_aliases", {})
+    out = {}
+    for key, value in state.items():
+        for prefix in ("module.", "_orig_mod."):
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        if key not in own:
+            head, _, rest = key.partition(".")
+            if head in aliases:
+                key = f"{aliases[head]}.{rest}"
+        if key in own and tuple(own[key].shape) == tuple(value.shape):
+            out[key] = value
+    return out

@@ -96,4 +96,9 @@ def resnet50(req: ModelRequest) -> FeatureClassifier:
     if req.denoise:
         layers.append(NonLocalDenoise(net.layer4[-1].conv3.out_channels))
     layers += [net.avgpool, nn.Flatten()]
-    return FeatureClassifier(nn.Sequential(*layers), net.fc)
+    model = FeatureClassifier(nn.Sequential(*layers), net.fc)
+    # torchvision-format checkpoints (conv1.*, layer3.*, fc.*) load through these prefixes.
+    names = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
+    model.checkpoint_aliases = {name: f"features.{layers.index(getattr(net, name))}" for name in names}
+    model.checkpoint_aliases["fc"] = "classifier"
+    return model

@@ -1,0 +1,262 @@
+"""Streamed folder-per-class datasets ('imagefolder', 'imagenet'): images are read and decoded by
+DataLoader worker processes batch by batch; nothing but the file list is held in memory.
+
+Layout: ``ROOT/<folder>/train/<class>/<image>`` and ``ROOT/<folder>/val/<class>/<image>``, where
+``<folder>`` is ``data.folder`` (a name under ROOT or a path of its own), by default the
+dataset's name ('imagenet' reads ROOT/imagenet, 'imagefolder' reads ROOT/imagefolder). Classes
+are the sorted sub-folder names of ``train``; ``val`` may hold any of them.
+
+The protocol's transforms: training = random-resized crop + horizontal flip to ``data.image_size``
+(224), evaluation = resize the short side to 256/224 of it + centre crop (``data.augment: false``
+uses the evaluation transform for training too). Poisoning is applied on the fly to the planned
+indices, on the decoded image at its own resolution, *before* the crop; the test-time trigger is
+stamped on the evaluation batches by :func:`tradeoff.metrics.evaluate`, after the transform.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from tradeoff.data.imageset import DataBundle
+from tradeoff.data.registry import DatasetInfo, Protocol, register
+from tradeoff.errors import TradeoffError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"}
+DEFAULT_SIZE = 224
+RESIZE_RATIO = 256 / 224  # evaluation: resize 256, centre crop 224
+
+
+def scan_split(split_dir: Path, classes: list[str] | None = None):
+    """(classes, relative paths as a bytes array, labels) of one split, in sorted order."""
+    if classes is None:
+        classes = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+    index = {name: i for i, name in enumerate(classes)}
+    present = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+    unknown = [c for c in present if c not in index]
+    if unknown:
+        raise TradeoffError(f"{split_dir} has class folders the training split lacks: {', '.join(unknown[:5])}.")
+    paths, labels = [], []
+    for name in present:
+        files = sorted(e.name for e in os.scandir(split_dir / name)
+                       if e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES)
+        paths += [f"{name}/{f}".encode() for f in files]
+        labels += [index[name]] * len(files)
+    # A fixed-width bytes array, not a list of str: no per-item objects whose reference counts
+    # would make forked loader workers copy the whole list.
+    return classes, np.array(paths, dtype=np.bytes_), np.array(labels, dtype=np.int64)
+
+
+def decode(path: str) -> torch.Tensor:
+    """An image file as a (3, H, W) uint8 RGB tensor."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            array = np.asarray(img.convert("RGB"))
+    except OSError as e:
+        raise TradeoffError(f"{path} cannot be read as an image ({e}).") from None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def stamp_native(image: torch.Tensor, trigger, corner: int) -> torch.Tensor:
+    """The trigger stamped on a uint8 (C, H, W) image at its own resolution (the one stamping
+    rule of :mod:`tradeoff.triggers`, built for this shape without caching it)."""
+    from tradeoff.spec import CORNERS
+    from tradeoff.triggers import Stamp, apply_stamp
+
+    shape = tuple(image.shape)
+    stamp = Stamp(*(t[None] for t in trigger.build(shape, CORNERS[corner])))
+    x = apply_stamp(image[None].float().div_(255), stamp, torch.zeros(1, dtype=torch.long))
+    return x.mul_(255).round_().to(torch.uint8)[0]
+
+
+def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear, antialiased resize of a uint8 (C, H, W) image to (h, w), back to uint8."""
+    out = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+    return out[0].round_().clamp_(0, 255).to(torch.uint8)
+
+
+def random_resized_box(h: int, w: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of a crop covering a random share ``scale`` of the image's area
+    with a random aspect ratio (log-uniform in ``ratio``), as in the Inception/ResNet recipe;
+    after 10 misses, the central crop with the closest allowed aspect ratio."""
+    area = h * w
+    log_ratio = torch.log(torch.tensor(ratio))
+    for _ in range(10):
+        target = area * torch.empty(1).uniform_(*scale).item()
+        aspect = torch.exp(torch.empty(1).uniform_(log_ratio[0].item(), log_ratio[1].item())).item()
+        cw, ch = round((target * aspect) ** 0.5), round((target / aspect) ** 0.5)
+        if 0 < cw <= w and 0 < ch <= h:
+            top = int(torch.randint(0, h - ch + 1, (1,)))
+            left = int(torch.randint(0, w - cw + 1, (1,)))
+            return top, left, ch, cw
+    aspect = w / h
+    if aspect < ratio[0]:
+        cw, ch = w, round(w / ratio[0])
+    elif aspect > ratio[1]:
+        ch, cw = h, round(h * ratio[1])
+    else:
+        cw, ch = w, h
+    return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
+def train_transform(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Random-resized crop to size x size, then a horizontal flip with probability 1/2."""
+    top, left, ch, cw = random_resized_box(*image.shape[1:])
+    out = resize(image[:, top:top + ch, left:left + cw], (size, size))
+    return out.flip(-1) if torch.rand(1).item() < 0.5 else out
+
+
+def eval_transform(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize the short side to round(size * 256 / 224), then the central size x size crop."""
+    h, w = image.shape[1:]
+    short = round(size * RESIZE_RATIO)
+    new = (short, int(w * short / h)) if h <= w else (int(h * short / w), short)  # long side truncated, as torchvision
+    image = resize(image, new)
+    top, left = round((new[0] - size) / 2), round((new[1] - size) / 2)
+    return image[:, top:top + size, left:left + size].contiguous()
+
+
+class FolderSet(Dataset):
+    """One split of a folder-per-class dataset; items are (uint8 (3, S, S) image, label)."""
+
+    streamed = True
+
+    def __init__(self, base: Path, paths: np.ndarray, labels: np.ndarray, classes: list[str],
+                 image_size: int, train: bool, workers: int):
+        self.base, self.paths, self.classes = str(base), paths, classes
+        self.image_size, self.train, self.workers = image_size, train, workers
+        self.targets = torch.from_numpy(labels)  # the files' labels, before any poisoning
+        self._labels = labels  # the labels training sees (dirty-label poisoning changes some)
+        self._slot = None  # per image: its position in the poison plan, or -1
+        self._corners = self._trigger = None
+        self.transform = functools.partial(train_transform if train else eval_transform, size=image_size)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, n: int | None, seed: int) -> "FolderSet":
+        """A seeded random subset of ``n`` images (as :meth:`ImageSet.subset`)."""
+        if n is None or n >= len(self):
+            return self
+        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n].sort().values.numpy()
+        return FolderSet(Path(self.base), self.paths[idx], self._labels[idx], self.classes,
+                         self.image_size, self.train, self.workers)
+
+    def set_poison(self, plan, trigger) -> None:
+        """Stamp ``plan.indices`` (at ``plan.corners``) whenever they are read; train on ``plan.labels``."""
+        slot = np.full(len(self), -1, dtype=np.int64)
+        slot[plan.indices.numpy()] = np.arange(len(plan.indices))
+        self._slot, self._corners, self._trigger = slot, plan.corners.numpy(), trigger
+        self._labels = plan.labels.numpy().astype(np.int64)
+
+    def read(self, i: int) -> torch.Tensor:
+        """Image ``i`` decoded, with its trigger if it is poisoned, before any transform."""
+        image = decode(os.path.join(self.base, self.paths[i].decode()))
+        if self._slot is not None and self._slot[i] >= 0:
+            image = stamp_native(image, self._trigger, int(self._corners[self._slot[i]]))
+        return image
+
+    def __getitem__(self, i: int):
+        return self.transform(self.read(i)), int(self._labels[i])
+
+    def batches(self, batch_size: int, seed: int, device, rank: int = 0, world: int = 1) -> "StreamedBatches":
+        return StreamedBatches(self, batch_size, seed, device, rank, world)
+
+    def loader(self, batch_size: int, device=None, rank: int = 0, world: int = 1):
+        """(x, y) evaluation batches in file order, x float in [0, 1] on ``device``; with
+        ``world > 1`` only every world-th batch from ``rank`` on."""
+        device = torch.device(device or "cpu")
+        batches = [list(range(s, min(s + batch_size, len(self)))) for s in range(0, len(self), batch_size)]
+        loader = DataLoader(self, batch_sampler=batches[rank::world], num_workers=self.workers,
+                            pin_memory=device.type == "cuda")
+        for xb, yb in loader:
+            yield to_unit(xb, device), yb.to(device, non_blocking=True)
+
+
+def to_unit(xb: torch.Tensor, device) -> torch.Tensor:
+    """uint8 images (moved as bytes, a quarter of the traffic) -> float in [0, 1] on the device."""
+    return xb.to(device, non_blocking=True).float().div_(255)
+
+
+class _ShardSampler:
+    """This rank's slice of every global batch of an epoch's permutation (the same partition as
+    :class:`tradeoff.train.InMemoryBatches`)."""
+
+    def __init__(self, n: int, seed: int, bounds: list, rank: int, world: int):
+        self.n, self.seed, self.bounds, self.rank, self.world = n, seed, bounds, rank, world
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.bounds)
+
+    def __iter__(self):
+        from tradeoff.train import epoch_permutation
+
+        perm = epoch_permutation(self.n, self.seed, self.epoch)
+        for start, stop in self.bounds:
+            yield perm[start:stop][self.rank::self.world].tolist()
+
+
+class StreamedBatches:
+    """The streamed counterpart of :class:`tradeoff.train.InMemoryBatches`: ``steps_per_epoch``,
+    ``epoch(index)`` yielding device batches, ``last_global_size``. Worker processes decode,
+    poison and transform; the batches travel as uint8 and become floats on the device."""
+
+    def __init__(self, dataset: FolderSet, batch_size: int, seed: int, device, rank: int = 0, world: int = 1):
+        from tradeoff.train import global_batches
+
+        self.device = torch.device(device)
+        self.bounds = global_batches(len(dataset), batch_size, world)
+        self.steps_per_epoch = len(self.bounds)
+        self.sampler = _ShardSampler(len(dataset), seed, self.bounds, rank, world)
+        workers = dataset.workers
+        self.loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=workers,
+                                 pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
+                                 prefetch_factor=4 if workers > 0 else None,
+                                 generator=torch.Generator().manual_seed(seed * 7919 + rank))
+        self.last_global_size = 0
+
+    def epoch(self, index: int):
+        self.sampler.epoch = index
+        for (start, stop), (xb, yb) in zip(self.bounds, self.loader):
+            self.last_global_size = stop - start
+            yield to_unit(xb, self.device), yb.to(self.device, non_blocking=True)
+
+
+def load_folder(root: Path, download: bool, data_spec, default_folder: str) -> DataBundle:
+    folder = Path(data_spec.folder) if data_spec.folder else Path(default_folder)
+    base = folder if folder.is_absolute() else Path(root) / folder
+    train_dir, val_dir = base / "train", base / "val"
+    if not (train_dir.is_dir() and val_dir.is_dir()):
+        raise TradeoffError(
+            f"{data_spec.dataset} not found: expected {train_dir}/<class>/<images> and {val_dir}/<class>/<images> "
+            f"(set --data-root or TRADEOFF_DATA to the folder holding '{folder}/', or data.folder to the dataset's folder).")
+    classes, train_paths, train_labels = scan_split(train_dir)
+    _, val_paths, val_labels = scan_split(val_dir, classes)
+    for paths, where in ((train_paths, train_dir), (val_paths, val_dir)):
+        if len(paths) == 0:
+            raise TradeoffError(f"{where} holds no images (expected <class>/<image> files, e.g. .jpg or .png).")
+    size = data_spec.image_size or DEFAULT_SIZE
+    augment = True if data_spec.augment is None else data_spec.augment
+    train = FolderSet(train_dir, train_paths, train_labels, classes, size, augment, data_spec.workers)
+    test = FolderSet(val_dir, val_paths, val_labels, classes, size, False, data_spec.workers)
+    return DataBundle(train, test, num_classes=len(classes), shape=(3, size, size), streamed=True)
+
+
+# ImageNet's protocol: ResNet-50, SGD lr 0.1 (scale by batch/256), wd 1e-4, eps 8/255 in 5 steps.
+_FOLDER_PROTOCOL = Protocol(model="resnet50", optimizer="sgd", lr=0.1, weight_decay=1e-4,
+                            eps=8 / 255, step_size=2 / 255, steps=5, eps_l2=3.0, augment=True)
+
+for _name, _what in (("imagenet", "ImageNet (ILSVRC-2012) as class folders"),
+                     ("imagefolder", "any folder-per-class image dataset")):
+    register(DatasetInfo(_name, functools.partial(load_folder, default_folder=_name), _FOLDER_PROTOCOL,
+                         f"{_what}: ROOT/{_name}/train|val/<class>/<image>, streamed, "
+                         f"random-resized crops to data.image_size (224)", takes_spec=True))
