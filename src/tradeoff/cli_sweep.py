@@ -1,0 +1,75 @@
+"""``tradeoff sweep`` (run a paper table's grid, resumably) and ``tradeoff report`` (the tables
+beside the paper's numbers)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tradeoff.cli import command
+
+
+@command("sweep", "run every cell of a paper table not yet done (resumable; see `tradeoff sweep --list`)")
+def _configure_sweep(p: argparse.ArgumentParser):
+    p.add_argument("tables", nargs="*", help="table ids (table1a ... table3c, supp1 ... supp5b), 'all', "
+                                             "or table YAML files")
+    p.add_argument("--preset", default="cpu", help="budget preset: paper, cpu or smoke (default: cpu)")
+    p.add_argument("--out", default="runs", help="folder for run folders, manifests and summary.csv (default: runs)")
+    p.add_argument("--seeds", type=int, help="seeds per cell (default: the preset's)")
+    p.add_argument("--datasets", nargs="+", metavar="NAME", help="only these datasets (default: the table's)")
+    p.add_argument("--cells", nargs="+", metavar="PATTERN", help="only cells whose slug matches (shell patterns)")
+    p.add_argument("--workers", type=int, default=1, help="cells run in parallel processes (default: 1)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec field in every cell (changes the cells' digests)")
+    p.add_argument("--data-root", help="folder holding the datasets (default: $TRADEOFF_DATA, else ~/.cache/tradeoff)")
+    p.add_argument("--list", action="store_true", help="list the tables and presets, run nothing")
+    p.add_argument("--dry-run", action="store_true", help="show the cells and what is done, run nothing")
+
+    def handle(args) -> int:
+        from tradeoff import grids
+        from tradeoff.errors import TradeoffError
+        from tradeoff.sweep import done_digests, main_echo, sweep
+
+        if args.list:
+            for tid in grids.table_ids():
+                t = grids.load_table(tid)
+                print(f"{tid:10s} {t.table:28s} {len(t.cells):2d} cells  {', '.join(t.datasets)}  ({t.title})")
+            print("presets: " + ", ".join(grids.preset_names()))
+            return 0
+        if not args.tables:
+            raise TradeoffError("name a table to sweep (e.g. table1a), 'all', or use --list.")
+        tables = grids.table_ids() if args.tables == ["all"] else args.tables
+        if args.dry_run:
+            done = done_digests(Path(args.out))
+            for name in tables:
+                g = grids.expand(grids.load_table(name), args.preset, args.seeds, args.datasets, args.overrides,
+                                 args.data_root, args.cells)
+                for ds, why in g.skipped.items():
+                    print(f"skip {ds}: {why}")
+                for c in g.cells:
+                    state = "error: " + c.error if c.error else ("done" if c.digest in done else "to run")
+                    print(f"{c.label:50s} {c.digest or '-':12s} {state}")
+            return 0
+        result = sweep(tables, args.preset, args.out, args.seeds, args.datasets, args.overrides, args.data_root,
+                       args.workers, echo=main_echo, only=args.cells)
+        print(f"{len(result.ran)} run(s) finished, {len(result.cached)} already done, {len(result.failed)} failed; "
+              f"run folders, summary.csv and manifests in {Path(args.out)}/ (next: tradeoff report {args.out})")
+        return 1 if result.failed else 0
+
+    return handle
+
+
+@command("report", "the swept tables in the paper's layout beside its numbers (Markdown, CSV, HTML, plots)")
+def _configure_report(p: argparse.ArgumentParser):
+    p.add_argument("folder", help="a sweep's output folder")
+    p.add_argument("--out", help="where to write the report files (default: the sweep folder)")
+
+    def handle(args) -> int:
+        from tradeoff.report import write_report
+
+        paths = write_report(args.folder, args.out)
+        for path in paths:
+            print(path)
+        return 0
+
+    return handle

@@ -1,0 +1,295 @@
+"""Run the grid of a table (or several): skip cells already done, resume after a kill, run cells in
+parallel processes, report progress over the whole grid.
+
+A cell is done when a finished run folder with its spec digest exists in the output folder (run
+folders are published atomically by :class:`tradeoff.runs.RunFolder`, so a killed cell leaves only
+a hidden ``.partial`` folder, removed by the next sweep). Identical specs in several tables (e.g.
+Table 1(a)'s standard cell and Table 2(d)'s "Fixed" cell) are run once and shared. Each swept
+table gets a manifest ``sweep-<table>-<preset>.json`` that :mod:`tradeoff.report` reads.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable, Optional
+
+from tradeoff.errors import TradeoffError
+from tradeoff.grids import Grid, GridCell, expand, load_table
+from tradeoff.runs import finished_runs, write_summary, write_text_atomic
+
+MANIFEST_PREFIX = "sweep-"
+
+
+@dataclass
+class SweepResult:
+    grids: list
+    ran: list = field(default_factory=list)  # run names finished by this sweep
+    cached: list = field(default_factory=list)  # run names found done
+    failed: dict = field(default_factory=dict)  # run name or cell label -> message
+    notes: list = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- the output folder
+
+
+class OutputLock:
+    """An exclusive lock on the output folder, released by the kernel even when the process is killed."""
+
+    def __init__(self, out: Path):
+        self.path = out / ".sweep.lock"
+        self.fh = None
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.path, "a")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.fh.close()
+            raise TradeoffError(f"another sweep is writing to {self.path.parent}; wait for it or use another --out.") from None
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.fh, fcntl.LOCK_UN)
+        self.fh.close()
+        return False
+
+
+def clean_stale(out: Path) -> list[str]:
+    """Remove the hidden folders a killed run leaves behind (only call while holding the lock)."""
+    removed = []
+    for p in sorted(out.glob(".*")):
+        if p.is_dir() and (".partial-" in p.name or ".old-" in p.name):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p.name)
+    return removed
+
+
+def done_digests(out: Path) -> dict[str, str]:
+    """spec digest -> run folder name, for every finished run folder in ``out``."""
+    index = {}
+    for run in finished_runs(out):
+        try:
+            digest = json.loads((run / "metrics.json").read_text()).get("spec_digest")
+        except (OSError, ValueError):
+            continue
+        if digest:
+            index.setdefault(digest, run.name)
+    return index
+
+
+def manifest_path(out: Path, table_id: str, preset: str) -> Path:
+    return out / f"{MANIFEST_PREFIX}{table_id}-{preset}.json"
+
+
+def write_manifest(out: Path, grid: Grid, availability: dict, failed: dict) -> Path:
+    t = grid.table
+    cells = []
+    for c in grid.cells:
+        d = c.to_dict()
+        if c.dataset in availability:
+            d["skipped"] = availability[c.dataset]
+        if c.digest and c.run_name in failed:
+            d["error"] = failed[c.run_name]
+        cells.append(d)
+    skipped = {**grid.skipped, **availability}
+    path = manifest_path(out, t.id, grid.preset)
+    # Cells of earlier sweeps into this folder (other --datasets, --cells or --seeds) stay listed.
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    key = lambda c: (c["dataset"], c["slug"], c["seed"])  # noqa: E731
+    planned = {key(c) for c in cells}
+    cells += [c for c in old.get("cells", []) if key(c) not in planned]
+    swept = {c["dataset"] for c in cells if not c.get("skipped")}
+    skipped.update({ds: why for ds, why in old.get("skipped", {}).items() if ds not in swept and ds not in skipped})
+    data = {"table": t.id, "paper_table": t.table, "title": t.title, "preset": grid.preset,
+            "datasets": t.datasets, "layout_rows": t.layout_rows, "skipped": skipped, "cells": cells}
+    write_text_atomic(path, json.dumps(data, indent=1) + "\n")
+    return path
+
+
+def read_manifests(out: Path) -> list[dict]:
+    out = Path(out)
+    manifests = []
+    for p in sorted(out.glob(f"{MANIFEST_PREFIX}*.json")):
+        try:
+            manifests.append(json.loads(p.read_text()))
+        except (OSError, ValueError):
+            raise TradeoffError(f"{p} is not a readable sweep manifest.") from None
+    return manifests
+
+
+# --------------------------------------------------------------------------- data availability
+
+
+def check_datasets(cells: list[GridCell]) -> dict[str, str]:
+    """Try to load each dataset once; dataset -> one-line reason for those that cannot be loaded."""
+    from tradeoff.data import load_data
+
+    first = {}
+    for c in cells:
+        if c.spec is not None:
+            first.setdefault(c.dataset, c.spec)
+    missing = {}
+    for ds, spec in first.items():
+        try:
+            load_data(spec.data, spec.seed)
+        except TradeoffError as e:
+            missing[ds] = " ".join(str(e).split())
+    return missing
+
+
+# --------------------------------------------------------------------------- running cells
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit when the sweep that started this worker is gone (killed), so no orphan keeps running
+    a cell that the next sweep will run again."""
+    while True:
+        if os.getppid() != parent:
+            os._exit(1)
+        time.sleep(0.5)
+
+
+def _init_worker(parent: int, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def run_cell(spec_dict: dict, out: str, run_name: str) -> dict:
+    """Run one cell; returns {"metrics": ..., "seconds": ...} or {"error": one line, "trace": ...}."""
+    from tradeoff.experiment import run_experiment
+    from tradeoff.spec import spec_from_dict
+
+    start = time.perf_counter()
+    try:
+        outcome = run_experiment(spec_from_dict(spec_dict), out, show_progress=False, run_name=run_name)
+    except TradeoffError as e:
+        return {"error": str(e), "trace": ""}
+    except Exception as e:  # noqa: BLE001  one broken cell must not stop the grid
+        return {"error": f"{e.__class__.__name__}: {e}", "trace": traceback.format_exc()}
+    return {"metrics": outcome.metrics, "seconds": time.perf_counter() - start}
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def _short_metrics(metrics: dict) -> str:
+    names = (("accuracy", "acc"), ("adversarial_robustness", "adv"), ("backdoor_success_rate", "backdoor"))
+    parts = [f"{short} {100 * metrics[k]:.1f}" for k, short in names if isinstance(metrics.get(k), float)]
+    return ", ".join(parts)
+
+
+def sweep(tables: list[str], preset: str, out: str | Path, seeds: Optional[int] = None,
+          datasets: Optional[list] = None, overrides: Optional[list] = None, data_root: Optional[str] = None,
+          workers: int = 1, echo: Callable[[str], None] = print, only: Optional[list] = None) -> SweepResult:
+    """Run every cell of ``tables`` not yet done in ``out``."""
+    if workers < 1:
+        raise TradeoffError(f"--workers must be at least 1, not {workers}.")
+    out = Path(out)
+    defs = [load_table(t) for t in tables]
+    grids = [expand(t, preset, seeds, datasets, overrides, data_root, only) for t in defs]
+    result = SweepResult(grids)
+    with OutputLock(out):
+        stale = clean_stale(out)
+        if stale:
+            echo(f"removed {len(stale)} unfinished run folder(s) left by an interrupted sweep")
+        all_cells = [c for g in grids for c in g.cells]
+        skipped = {ds: why for g in grids for ds, why in g.skipped.items()}
+        unavailable = check_datasets([c for c in all_cells if c.dataset not in skipped])
+        for ds, why in {**skipped, **unavailable}.items():
+            note = f"skipping {ds}: {why}"
+            result.notes.append(note)
+            echo(note)
+        for c in all_cells:
+            if c.error:
+                result.failed[c.label] = c.error
+                echo(f"cell {c.label} ({c.setting}): {c.error}")
+        for g in grids:
+            write_manifest(out, g, unavailable, {})
+
+        done = done_digests(out)
+        todo: dict[str, GridCell] = {}
+        for c in all_cells:
+            if c.spec is None or c.dataset in unavailable:
+                continue
+            if c.digest in done:
+                result.cached.append(done[c.digest])
+            else:
+                todo.setdefault(c.digest, c)
+        total = len(result.cached) + len(todo)
+        echo(f"{len(defs)} table(s), preset {preset}: {total} run(s), {len(result.cached)} already done, "
+             f"{len(todo)} to run" + (f" on {workers} workers" if workers > 1 and todo else ""))
+        try:
+            _run_all(list(todo.values()), out, workers, result, total, echo)
+        finally:
+            for g in grids:
+                write_manifest(out, g, unavailable, result.failed)
+            if finished_runs(out):
+                write_summary(out)
+    return result
+
+
+def _run_all(cells: list[GridCell], out: Path, workers: int, result: SweepResult, total: int, echo) -> None:
+    start = time.perf_counter()
+    count = [len(result.cached)]
+
+    def finished(cell: GridCell, answer: dict) -> None:
+        count[0] += 1
+        elapsed = time.perf_counter() - start
+        ran = count[0] - len(result.cached)
+        left = total - count[0]
+        eta = f", about {_duration(elapsed / ran * left)} left" if left and ran else ""
+        head = f"[{count[0]}/{total}] {cell.label}"
+        if "error" in answer:
+            result.failed[cell.run_name] = answer["error"]
+            if answer.get("trace"):
+                with open(out / "sweep-errors.log", "a") as fh:
+                    fh.write(f"--- {cell.run_name}\n{answer['trace']}\n")
+            echo(f"{head}: FAILED: {answer['error']}")
+        else:
+            result.ran.append(cell.run_name)
+            echo(f"{head}: {_short_metrics(answer['metrics'])} ({_duration(answer['seconds'])}; "
+                 f"elapsed {_duration(elapsed)}{eta})")
+
+    if workers == 1 or len(cells) <= 1:
+        for cell in cells:
+            finished(cell, run_cell(cell.spec.to_dict(), str(out), cell.run_name))
+        return
+    threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // workers))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                             initializer=_init_worker, initargs=(os.getpid(), threads)) as pool:
+        pending = {pool.submit(run_cell, c.spec.to_dict(), str(out), c.run_name): c for c in cells}
+        try:
+            while pending:
+                finished_now, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished_now:
+                    cell = pending.pop(future)
+                    try:
+                        answer = future.result()
+                    except Exception as e:  # noqa: BLE001  a worker died (e.g. out of memory)
+                        answer = {"error": f"the worker process failed ({e.__class__.__name__}: {e})"}
+                    finished(cell, answer)
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def main_echo(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

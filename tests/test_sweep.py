@@ -1,0 +1,187 @@
+"""Paper tables as grids (tradeoff.grids) and the resumable sweep (tradeoff.sweep)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import torch
+
+from tradeoff import grids
+from tradeoff.cli import main
+from tradeoff.spec import load_spec, resolve
+from tradeoff.sweep import sweep
+
+TINY_TABLE = """
+id: tiny
+table: Table 1(a)
+title: a tiny grid for tests
+datasets: [digits]
+layout: {rows: [Adv. Defense]}
+metrics: {Accuracy: accuracy, Backdoor Success rate: backdoor_success_rate}
+base:
+  trigger: {size: 2}
+  poison: {attack: clean-label, fraction_of_target_class: 0.5}
+  data: {train_subset: 200, test_subset: 100}
+cells:
+  - setting: Adv. Defense=None (Std. Training)
+    set: {defense: {adversarial: none}}
+  - setting: Adv. Defense=Adv. Training
+    twin: Adv. Defense=None (Std. Training)
+    set: {defense: {adversarial: pgd}}
+  - setting: Adv. Defense=Denoising Layer
+    set: {defense: {denoise: true}}
+  - setting: Adv. Defense=Bogus
+    set: {defense: {adversarial: no-such-defence}}
+"""
+TIMING = {"train_seconds", "eval_seconds"}
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _runs(out: Path) -> dict:
+    """run folder name -> metrics without the timing fields, for finished runs."""
+    return {p.parent.name: {k: v for k, v in json.loads(p.read_text()).items() if k not in TIMING}
+            for p in out.glob("*/metrics.json") if not p.parent.name.startswith(".")}
+
+
+def test_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path, one_thread):
+    """A smoke sweep killed with SIGKILL after its first cell finished, then run again, ends with
+    exactly the run folders and metrics of an uninterrupted sweep; finished cells are not rerun, the
+    killed cell's hidden .partial folder is cleaned, an invalid cell is a per-cell error and a
+    dataset that is not present is a one-line note, neither stopping the grid."""
+    table = tmp_path / "tiny.yaml"
+    table.write_text(TINY_TABLE)
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    args = dict(datasets=["digits", "imagenet"], data_root=str(empty), echo=lambda m: None)
+
+    ref = sweep([str(table)], "smoke", tmp_path / "ref", **args)
+    reference = _runs(tmp_path / "ref")
+    assert len(reference) == 3 and len(ref.ran) == 3
+    assert any("no-such-defence" in msg for msg in ref.failed.values())
+    assert any(n.startswith("skipping imagenet:") and "\n" not in n for n in ref.notes)
+
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "tradeoff", "sweep", str(table), "--preset", "smoke",
+                             "--out", str(out), "--datasets", "digits", "imagenet", "--data-root", str(empty)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not _runs(out) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = _runs(out)
+    assert 1 <= len(before) < 3, "the sweep should have been killed part-way"
+    stamps = {name: (out / name / "metrics.json").stat().st_mtime_ns for name in before}
+
+    again = sweep([str(table)], "smoke", out, **args)
+    assert sorted(again.cached) == sorted(before)
+    assert len(again.ran) == 3 - len(before)
+    assert _runs(out) == reference
+    assert {name: (out / name / "metrics.json").stat().st_mtime_ns for name in before} == stamps
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.is_dir()]
+    assert (out / "summary.csv").read_text().count("\n") == 4  # header + one row per run
+
+    third = sweep([str(table)], "smoke", out, **args)
+    assert third.ran == [] and len(third.cached) == 3
+
+
+def test_layers_and_shared_cells():
+    """A cell's spec is the documented merge of layers (preset < table base < cell < --set), checked
+    against the same spec written out by hand; and identical specs of different tables (Table 1(a)'s
+    standard cell, Table 2(d)'s fixed-position cell) get one digest, so they run once."""
+    g = grids.expand(grids.load_table("table1a"), "cpu", datasets=["mnist"], seeds=2,
+                     overrides=["train.epochs=3"], only=["adv-training"])
+    assert [(c.slug, c.seed) for c in g.cells] == [("adv-training", 0), ("adv-training", 1)]
+    by_hand = load_spec(None, {
+        "seed": 1, "data": {"dataset": "mnist", "train_subset": 5000, "test_subset": None},
+        "trigger": {"kind": "sticker", "pattern": "square", "size": 3, "corner": "bottom-right", "offset": 0},
+        "poison": {"attack": "clean-label", "target": 7, "fraction_of_target_class": 0.5},
+        "model": {"name": "small-cnn"}, "defense": {"adversarial": "pgd"},
+        "train": {"epochs": 3, "batch_size": 100, "optimizer": "adam", "lr": 0.001}})
+    assert g.cells[1].digest == resolve(by_hand).digest()
+    assert g.cells[1].run_name == f"table1a-mnist-adv-training-s1-{g.cells[1].digest}"
+
+    t1 = {c.setting: c.digest for c in grids.expand(grids.load_table("1a"), "cpu", datasets=["mnist"]).cells}
+    t2 = {c.setting: c.digest for c in grids.expand(grids.load_table("Table 2 (d)"), "cpu", datasets=["mnist"]).cells}
+    assert t1["Adv. Defense=None (Std. Training)"] == t2["Adv. Defense=None; Trigger Pos.=Fixed"]
+    assert t1["Adv. Defense=Adv. Training"] == t2["Adv. Defense=Adv. Training; Trigger Pos.=Fixed"]
+    assert len(set(t1.values())) == len(t1)
+
+
+def test_every_paper_cell_has_a_config_cell():
+    """Cross-check of the shipped table configs against the paper's numbers (paper_tables.csv): every
+    (table, dataset, setting, metric) of the paper is produced by exactly one config cell, and every
+    config cell's setting and metrics exist in the paper."""
+    from tradeoff.report import paper_values
+
+    text = (resources.files("tradeoff") / "resources" / "paper_tables.csv").read_text(encoding="utf-8")
+    shared = Path("/work/shared/paper_tables.csv")
+    if shared.exists():
+        assert text == shared.read_text(encoding="utf-8")
+    paper = {(r["table"], r["dataset"], r["setting"], r["metric"]) for r in paper_values()}
+    names = grids.load_presets()["datasets"]
+    produced = []
+    for tid in grids.table_ids():
+        t = grids.load_table(tid)
+        for ds in t.datasets:
+            for c in t.cells:
+                if c.applies_to(ds):
+                    for m in c.metrics or t.metrics:
+                        produced.append((t.table, names[ds]["paper_name"], c.setting, m.paper))
+    assert len(produced) == len(set(produced))
+    assert set(produced) == paper
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    """Unknown tables and presets are user errors: exit code 2 and one sentence, no traceback."""
+    assert main(["sweep", "table9z", "--out", str(tmp_path)]) == 2
+    assert main(["sweep", "table1a", "--preset", "huge", "--out", str(tmp_path)]) == 2
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("tradeoff: error:") for line in err)
+    assert "table1a" in err[0] and "smoke" in err[1] and "manifest" in err[2]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("TRADEOFF_DATA"), reason="needs MNIST under $TRADEOFF_DATA")
+def test_smoke_sweep_on_real_mnist(tmp_path, one_thread):
+    """End to end on real MNIST: the two fixed-position cells of Table 2(d) under the smoke preset,
+    then the report, which places both values beside the paper's (17.2 and 67.2)."""
+    from tradeoff.report import write_report
+
+    out = tmp_path / "sweep"
+    result = sweep(["table2d"], "smoke", out, datasets=["mnist"], only=["fixed-*"], echo=lambda m: None)
+    assert len(result.ran) == 2 and not result.failed
+    write_report(out)
+    md = (out / "report.md").read_text()
+    assert re.search(r"\| None \| \d+\.\d \(17\.2\) \|", md) and re.search(r"\| Adv. Training \| \d+\.\d \(67\.2\) \|", md)
+
+
+def test_manifest_keeps_cells_of_earlier_partial_sweeps(tmp_path):
+    """Sweeping some cells, then others, into one folder lists all of them in the table's manifest
+    (what the report reads); re-planning a cell replaces its old entry instead of duplicating it."""
+    from tradeoff.sweep import read_manifests, write_manifest
+
+    table = grids.load_table("table2d")
+    for only in (["fixed-*"], ["random-*"], ["fixed-standard"]):
+        write_manifest(tmp_path, grids.expand(table, "smoke", datasets=["mnist"], only=only), {}, {})
+    (manifest,) = read_manifests(tmp_path)
+    assert sorted(c["slug"] for c in manifest["cells"]) == sorted(
+        ["fixed-standard", "fixed-adv-training", "random-standard", "random-adv-training"])
