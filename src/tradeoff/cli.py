@@ -58,8 +58,11 @@ def _configure_run(p: argparse.ArgumentParser):
         if len(set(names)) != len(names):
             raise TradeoffError(f"two specs share a run name ({', '.join(names)}); give each a distinct 'name'.")
         outcomes = [run_experiment(s, args.out, show_progress=not args.quiet, echo=not args.quiet) for s in specs]
-        print_results(outcomes)
-        print(f"\nrun folders and summary.csv in {Path(args.out)}/")
+        from tradeoff.distributed import is_main
+
+        if is_main():  # under torchrun, rank 0 reports
+            print_results(outcomes)
+            print(f"\nrun folders and summary.csv in {Path(args.out)}/")
         return 0
 
     return handle
@@ -84,7 +87,7 @@ def _configure_quickstart(p: argparse.ArgumentParser):
 
 
 # Modules that add subcommands with @command (imported for their side effect).
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("tradeoff.cli_defend", "tradeoff.cli_sweep")
 
 
 def build_parser() -> argparse.ArgumentParser:

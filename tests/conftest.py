@@ -1,0 +1,15 @@
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture
+def mnist_root():
+    """The folder holding mnist/ (from TRADEOFF_DATA); tests needing real MNIST skip without it."""
+    root = os.environ.get("TRADEOFF_DATA")
+    if not root or not os.path.isdir(os.path.join(root, "mnist")):
+        pytest.skip("real MNIST not available: set TRADEOFF_DATA to the folder holding mnist/")
+    return root

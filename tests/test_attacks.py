@@ -1,0 +1,70 @@
+"""PGD: stays inside the eps-ball and [0, 1], beats random noise of the same size."""
+
+import torch
+from torch import nn
+
+from tradeoff.attacks import margin, perturb
+from tradeoff.spec import AttackSpec
+
+
+def _model_and_data(seed=0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)).eval()
+    x = torch.rand(200, 1, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # clean accuracy 100% by construction
+    return model, x, y
+
+
+def test_linf_pgd_stays_in_the_ball_and_the_box():
+    model, x, y = _model_and_data()
+    a = AttackSpec(norm="linf", eps=0.1, step_size=0.05, steps=10)
+    adv = perturb(model, x, y, a)
+    assert (adv - x).abs().max() <= 0.1 + 1e-6
+    assert adv.min() >= 0 and adv.max() <= 1
+
+
+def test_l2_pgd_stays_in_the_ball_and_the_box():
+    model, x, y = _model_and_data()
+    a = AttackSpec(norm="l2", eps=0.5, step_size=0.2, steps=10)
+    adv = perturb(model, x, y, a)
+    assert (adv - x).flatten(1).norm(dim=1).max() <= 0.5 + 1e-5
+    assert adv.min() >= 0 and adv.max() <= 1
+
+
+def test_pgd_beats_random_noise_of_the_same_budget():
+    """Accuracy under PGD is far below accuracy under uniform noise in the same eps-ball."""
+    model, x, y = _model_and_data()
+    eps = 0.1
+    adv = perturb(model, x, y, AttackSpec(eps=eps, step_size=0.025, steps=10))
+    noisy = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+    with torch.no_grad():
+        acc_adv = (model(adv).argmax(1) == y).float().mean()
+        acc_noise = (model(noisy).argmax(1) == y).float().mean()
+    assert acc_noise > 0.8 and acc_adv < acc_noise - 0.3
+
+
+def test_restarts_never_weaken_the_attack_and_the_model_mode_is_kept():
+    model, x, y = _model_and_data(1)
+    model.train()
+    one = perturb(model, x, y, AttackSpec(eps=0.05, step_size=0.02, steps=5, restarts=1))
+    torch.manual_seed(0)
+    many = perturb(model, x, y, AttackSpec(eps=0.05, step_size=0.02, steps=5, restarts=4))
+    assert model.training
+    with torch.no_grad():
+        assert (model(many).argmax(1) != y).sum() >= (model(one).argmax(1) != y).sum() - 5
+
+
+def test_margin_matches_a_brute_force_loop():
+    logits = torch.randn(7, 5)
+    y = torch.randint(0, 5, (7,))
+    expected = torch.tensor([max(logits[i, j] for j in range(5) if j != y[i]) - logits[i, y[i]] for i in range(7)])
+    assert torch.allclose(margin(logits, y), expected)
+
+
+def test_targeted_steps_move_towards_the_target():
+    model, x, y = _model_and_data(2)
+    target = (y + 1) % 10
+    adv = perturb(model, x, y, AttackSpec(eps=0.3, step_size=0.05, steps=20, targeted=True), target=target)
+    with torch.no_grad():
+        assert (model(adv).argmax(1) == target).float().mean() > (model(x).argmax(1) == target).float().mean() + 0.3

@@ -1,0 +1,108 @@
+"""Dataset loaders on files generated in the real on-disk formats."""
+
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from tradeoff.data import load_data, pad_crop_flip
+from tradeoff.errors import TradeoffError
+from tradeoff.spec import DataSpec
+
+
+def write_idx(path, array, gz=True):
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    raw = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+
+
+def make_mnist(folder, n_train=30, n_test=20, gz=True):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
+              "train-labels-idx1-ubyte": np.arange(n_train) % 10,
+              "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
+              "t10k-labels-idx1-ubyte": np.arange(n_test) % 10}
+    for name, arr in arrays.items():
+        write_idx(folder / (name + (".gz" if gz else "")), arr, gz)
+    return arrays
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_files_are_read_by_their_headers(tmp_path, gz):
+    arrays = make_mnist(tmp_path / "mnist", gz=gz)
+    bundle = load_data(DataSpec(dataset="mnist", root=str(tmp_path)), download=False)
+    assert bundle.train.x.shape == (30, 1, 28, 28) and bundle.test.x.shape == (20, 1, 28, 28)
+    assert torch.allclose(bundle.train.x[3, 0] * 255, torch.tensor(arrays["train-images-idx3-ubyte"][3], dtype=torch.float32))
+    assert bundle.train.y.tolist() == (np.arange(30) % 10).tolist()
+
+
+def test_fashion_mnist_uses_its_own_folder(tmp_path):
+    make_mnist(tmp_path / "fashion-mnist")
+    bundle = load_data(DataSpec(dataset="fashion-mnist", root=str(tmp_path)), download=False)
+    assert len(bundle.train) == 30
+
+
+def test_missing_and_truncated_files_are_clear_errors(tmp_path):
+    with pytest.raises(TradeoffError, match="MNIST not found: expected train-images-idx3-ubyte"):
+        load_data(DataSpec(dataset="mnist", root=str(tmp_path)), download=False)
+    make_mnist(tmp_path / "mnist", gz=False)
+    path = tmp_path / "mnist" / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(TradeoffError, match="truncated"):
+        load_data(DataSpec(dataset="mnist", root=str(tmp_path)), download=False)
+
+
+def write_cifar(folder, n=12):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (n, 3072)).astype(np.uint8), b"labels": list(np.arange(n) % 10)}
+        with open(folder / name, "wb") as fh:
+            pickle.dump(batch, fh)
+
+
+def test_cifar_python_batches(tmp_path):
+    write_cifar(tmp_path / "cifar-10-batches-py")
+    bundle = load_data(DataSpec(dataset="cifar10", root=str(tmp_path)), download=False)
+    assert bundle.train.x.shape == (60, 3, 32, 32) and bundle.test.x.shape == (12, 3, 32, 32)
+    assert bundle.shape == (3, 32, 32) and 0 <= bundle.train.x.min() and bundle.train.x.max() <= 1
+
+
+def test_cifar_loader_refuses_pickles_that_run_code(tmp_path):
+    """A data file that would call a function when unpickled is rejected, not executed."""
+    write_cifar(tmp_path / "cifar-10-batches-py")
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    with open(tmp_path / "cifar-10-batches-py" / "test_batch", "wb") as fh:
+        pickle.dump({b"data": Evil(), b"labels": []}, fh)
+    with pytest.raises(TradeoffError, match="not a readable CIFAR-10 batch"):
+        load_data(DataSpec(dataset="cifar10", root=str(tmp_path)), download=False)
+
+
+def test_digits_ship_with_scikit_learn_and_subsets_are_seeded():
+    bundle = load_data(DataSpec(dataset="digits", train_subset=100, test_subset=50), seed=3)
+    assert bundle.train.x.shape == (100, 1, 16, 16) and len(bundle.test) == 50
+    again = load_data(DataSpec(dataset="digits", train_subset=100, test_subset=50), seed=3)
+    assert torch.equal(bundle.train.y, again.train.y)
+
+
+def test_pad_crop_flip_matches_a_per_image_reference():
+    """The batched gather equals cropping each zero-padded image at its offset and flipping it."""
+    x = torch.rand(16, 3, 8, 8)
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    out = pad_crop_flip(x, 2, g1)
+    oy = torch.randint(0, 5, (16,), generator=g2)
+    ox = torch.randint(0, 5, (16,), generator=g2)
+    flip = torch.rand(16, generator=g2) < 0.5
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(16):
+        ref = padded[i, :, oy[i]:oy[i] + 8, ox[i]:ox[i] + 8]
+        ref = ref.flip(2) if flip[i] else ref
+        assert torch.equal(out[i], ref)

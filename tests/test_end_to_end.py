@@ -1,0 +1,34 @@
+"""End-to-end runs: the offline quickstart's specs and, when TRADEOFF_DATA is set, real MNIST."""
+
+from pathlib import Path
+
+import pytest
+
+from tradeoff.experiment import run_experiment
+from tradeoff.quickstart import quickstart_specs
+from tradeoff.spec import load_spec
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "mnist-cpu"
+
+
+def test_quickstart_specs_run_offline_on_builtin_data():
+    """The quickstart's standard spec (shortened) trains on scikit-learn's digits without any file."""
+    spec = quickstart_specs()[0]
+    spec.train.epochs = 3
+    outcome = run_experiment(spec, show_progress=False)
+    assert outcome.metrics["accuracy"] > 0.8
+    sevens = int((outcome.extras["bundle"].train.y == 7).sum())
+    assert outcome.metrics["poisoned_images"] == round(0.5 * sevens)  # half of class 7, labels kept
+
+
+@pytest.mark.slow
+def test_real_mnist_standard_and_pgd(mnist_root):
+    """On real MNIST (2,000 training images, 2,000 test images, 3 epochs), the standard model learns
+    the task and has no robustness, the PGD model gains robustness."""
+    overrides = [f"data.root={mnist_root}", "data.train_subset=2000", "data.test_subset=2000",
+                 "train.epochs=3", "eval.attack.steps=5"]
+    std = run_experiment(load_spec(CONFIGS / "standard.yaml", overrides), show_progress=False).metrics
+    adv = run_experiment(load_spec(CONFIGS / "pgd.yaml", overrides + ["defense.attack.steps=5"]),
+                         show_progress=False).metrics
+    assert std["accuracy"] > 0.9 and std["adversarial_robustness"] < 0.1
+    assert adv["adversarial_robustness"] > std["adversarial_robustness"] + 0.1
