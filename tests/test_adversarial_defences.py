@@ -23,7 +23,7 @@ from tradeoff.objectives.regularizers import cross_lipschitz
 from tradeoff.spec import AttackSpec, load_spec, resolve
 from tradeoff.train import InMemoryBatches, train_model
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "mnist-cpu"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "table1a-mnist-cpu"
 
 
 def _spec(**defense):
@@ -262,7 +262,7 @@ def test_mnist_cpu_configs_load_with_their_labels():
     """The Table 1(a) CPU configs inherit from standard.yaml and carry the intended defence."""
     expected = {"lipschitz": "lipschitz", "lipschitz-pgd": "lipschitz+pgd", "denoise": "denoise",
                 "denoise-pgd": "denoise+pgd", "fgsm": "fgsm", "l2-pgd": "l2-pgd", "fast": "fast", "free": "free"}
-    if not (CONFIGS / "standard.yaml").is_file():
+    if not (CONFIGS.parent / "mnist-cpu" / "standard.yaml").is_file():
         pytest.skip("configs/mnist-cpu/standard.yaml (the base) is not there")
     for name, label in expected.items():
         spec = resolve(load_spec(CONFIGS / f"{name}.yaml"))

@@ -23,9 +23,9 @@ def test_quickstart_specs_run_offline_on_builtin_data():
 
 @pytest.mark.slow
 def test_real_mnist_standard_and_pgd(mnist_root):
-    """On real MNIST (2,000 training images, 2,000 test images, 3 epochs), the standard model learns
-    the task and has no robustness, the PGD model gains robustness."""
-    overrides = [f"data.root={mnist_root}", "data.train_subset=2000", "data.test_subset=2000",
+    """On real MNIST (the training images there, 2,000 test images, 3 epochs), the standard model
+    learns the task and has no robustness, the PGD model gains robustness."""
+    overrides = [f"data.root={mnist_root}", "data.test_subset=2000",
                  "train.epochs=3", "eval.attack.steps=5"]
     std = run_experiment(load_spec(CONFIGS / "standard.yaml", overrides), show_progress=False).metrics
     adv = run_experiment(load_spec(CONFIGS / "pgd.yaml", overrides + ["defense.attack.steps=5"]),

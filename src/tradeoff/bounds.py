@@ -131,6 +131,10 @@ def input_box(x: torch.Tensor, eps: float, low: float = 0.0, high: float = 1.0) 
 
 
 def _classifier_parts(model) -> tuple[nn.Module, nn.Linear]:
+    # Look through DistributedDataParallel (.module) and torch.compile (._orig_mod) wrappers: the
+    # nominal loss still runs through the wrapper, so DDP prepares its gradient reduction.
+    for attribute in ("_orig_mod", "module", "_orig_mod"):
+        model = getattr(model, attribute, model)
     if not isinstance(model, FeatureClassifier) or type(model.classifier) is not nn.Linear:
         raise TradeoffError(
             f"certification needs a model with 'features' and a linear 'classifier', not {type(model).__name__}.")

@@ -466,5 +466,4 @@ def write_report(folder: str | Path, dest: str | Path | None = None) -> list[Pat
     paths = [dest / "report.md", dest / "report.csv", dest / "report.html"]
     for path, text in zip(paths, (markdown(tables, plots), csv_text(tables), html_page(tables, plots))):
         write_text_atomic(path, text)
-        path.chmod(0o644)  # the temporary file it was renamed from is private to its owner
     return paths + list(plots.values())

@@ -65,3 +65,12 @@ def adapt_state(model: nn.Module, state: dict) -> dict:
         if key in own and tuple(own[key].shape) == tuple(value.shape):
             out[key] = value
     return out
+
+
+def with_dense_head(conv_layers: list, req: ModelRequest, hidden: int) -> FeatureClassifier:
+    """Convolutional ``conv_layers``, then flatten, FC ``hidden`` (x width) + ReLU, and the classifier."""
+    conv = nn.Sequential(*conv_layers, nn.Flatten())
+    h = scaled(hidden, req.width)
+    features = nn.Sequential(*conv, nn.Linear(flat_size(conv, req.shape), h), nn.ReLU())
+    return FeatureClassifier(features, nn.Linear(h, req.num_classes))
+

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from tradeoff.models.base import MODELS, FeatureClassifier, ModelRequest, flat_size, scaled
+from tradeoff.models.base import MODELS, FeatureClassifier, ModelRequest, scaled, with_dense_head
 from tradeoff.models.denoise import NonLocalDenoise
 
 
@@ -18,10 +18,7 @@ def _conv_pool_net(req: ModelRequest, channels: tuple, kernel: int, hidden: int)
         if req.denoise:
             layers.append(NonLocalDenoise(c_out))
         c_in = c_out
-    conv = nn.Sequential(*layers, nn.Flatten())
-    h = scaled(hidden, req.width)
-    features = nn.Sequential(*conv, nn.Linear(flat_size(conv, req.shape), h), nn.ReLU())
-    return FeatureClassifier(features, nn.Linear(h, req.num_classes))
+    return with_dense_head(layers, req, hidden)
 
 
 @MODELS.register("madry-cnn")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from tradeoff.errors import TradeoffError
-from tradeoff.models.base import MODELS, FeatureClassifier, ModelRequest, flat_size, scaled
+from tradeoff.models.base import MODELS, FeatureClassifier, ModelRequest, scaled, with_dense_head
 from tradeoff.models.resnet import Normalize
 
 _INPUT_STATS = {1: ((0.1307,), (0.3081,)), 3: ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))}
@@ -32,10 +32,7 @@ def _conv_net(req: ModelRequest, convs: tuple, hidden: int) -> FeatureClassifier
         c_out = scaled(channels, req.width)
         layers += [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding), nn.ReLU()]
         c_in = c_out
-    conv = nn.Sequential(*layers, nn.Flatten())
-    h = scaled(hidden, req.width)
-    features = nn.Sequential(*conv, nn.Linear(flat_size(conv, req.shape), h), nn.ReLU())
-    return FeatureClassifier(features, nn.Linear(h, req.num_classes))
+    return with_dense_head(layers, req, hidden)
 
 
 @MODELS.register("ibp-large")
