@@ -105,6 +105,8 @@ class TrainSpec:
     weight_decay: Optional[float] = None
     lr_schedule: list = field(default_factory=list)  # [[at, lr], ...], piecewise constant
     lr_schedule_unit: str = "steps"  # steps | epochs
+    lr_policy: str = "piecewise"  # piecewise (lr, then lr_schedule) | triangular (0 -> lr -> 0)
+    lr_peak: float = 0.4  # triangular: where the peak lies, as a fraction of training
     attack_model_mode: str = "eval"  # eval | train: the model's mode while crafting examples
     device: str = "auto"
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast)
@@ -375,6 +377,10 @@ def validate(spec: Spec) -> None:
     for item in tr.lr_schedule:
         _require(isinstance(item, list) and len(item) == 2 and all(isinstance(v, (int, float)) for v in item),
                  f"train.lr_schedule entries must be [at, lr] pairs, not {item!r}.")
+    from tradeoff.train import LR_POLICIES
+
+    LR_POLICIES.get(tr.lr_policy)
+    _require(0 < tr.lr_peak < 1, f"train.lr_peak must be in (0, 1), not {tr.lr_peak}.")
     _require(tr.attack_model_mode in ("eval", "train"),
              f"train.attack_model_mode must be 'eval' or 'train', not {tr.attack_model_mode!r}.")
     _require(tr.precision in ("fp32", "bf16", "fp16"), f"train.precision must be fp32, bf16 or fp16, not {tr.precision!r}.")

@@ -11,6 +11,7 @@ import torch
 
 from tradeoff.data.augment import pad_crop_flip
 from tradeoff.progress import progress_bar
+from tradeoff.registry import Registry
 
 
 def pick_device(name: str) -> torch.device:
@@ -68,13 +69,26 @@ def global_batches(n: int, batch_size: int, world: int = 1) -> list[tuple[int, i
     return bounds
 
 
-def lr_at(step: int, base_lr: float, schedule: list, steps_per_unit: int = 1) -> float:
-    """Piecewise-constant learning rate: ``schedule`` = [[at, lr], ...] in steps or epochs."""
-    lr = base_lr
-    for at, value in sorted(schedule, key=lambda p: p[0]):
+def piecewise_lr(step: int, total: int, train_spec, steps_per_unit: int = 1) -> float:
+    """Piecewise-constant learning rate: ``lr``, then ``lr_schedule`` = [[at, lr], ...] in steps or epochs."""
+    lr = train_spec.lr
+    for at, value in sorted(train_spec.lr_schedule, key=lambda p: p[0]):
         if step >= at * steps_per_unit:
             lr = value
     return lr
+
+
+def triangular_lr(step: int, total: int, train_spec, steps_per_unit: int = 1) -> float:
+    """The cyclic schedule of fast adversarial training (Wong et al. 2020): linear from 0 up to
+    ``lr`` at ``lr_peak`` of training, then linear down to 0 at the end."""
+    peak = max(1.0, train_spec.lr_peak * total)
+    progress = step / peak if step < peak else max(0.0, (total - step) / max(1.0, total - peak))
+    return train_spec.lr * progress
+
+
+LR_POLICIES = Registry("learning-rate policy")
+LR_POLICIES.register("piecewise")(piecewise_lr)
+LR_POLICIES.register("triangular")(triangular_lr)
 
 
 def make_optimizer(model, train_spec) -> torch.optim.Optimizer:
@@ -135,6 +149,7 @@ def train_model(model, batches, objective, train_spec, device, log=print, show_p
     replays = objective.replays
     steps = math.ceil(total_steps(train_spec, batches.steps_per_epoch) / replays)
     unit = batches.steps_per_epoch if train_spec.lr_schedule_unit == "epochs" else 1
+    lr_policy = LR_POLICIES.get(train_spec.lr_policy)
     model.train()
     start, step, epoch, history = time.perf_counter(), 0, 0, []
     bar = progress_bar(total=steps, desc="train", unit="step", enabled=show_progress)
@@ -150,7 +165,7 @@ def train_model(model, batches, objective, train_spec, device, log=print, show_p
             share = ctx.world * len(yb) / batches.last_global_size if ctx.active else 1.0
             for replay in range(replays):
                 for group in optimizer.param_groups:  # the schedule counts optimiser updates
-                    group["lr"] = lr_at(step * replays + replay, train_spec.lr, train_spec.lr_schedule, unit)
+                    group["lr"] = lr_policy(step * replays + replay, steps * replays, train_spec, unit)
                 with autocast_for(device, train_spec.precision):
                     loss, logits, _ = objective.loss(net, xb, yb, step)
                 optimizer.zero_grad(set_to_none=True)
