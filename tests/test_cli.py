@@ -47,6 +47,7 @@ def test_missing_dataset_names_the_expected_files(tmp_path, capsys):
                  str(_write(tmp_path, "data: {dataset: mnist}\n"))])
     err = capsys.readouterr().err
     assert code == 2 and "MNIST not found: expected train-images-idx3-ubyte" in err and str(tmp_path) in err
+    assert not any(tmp_path.rglob("raw"))  # a failed download leaves no empty folders behind
 
 
 def _write(tmp_path, text, name="s.yaml"):

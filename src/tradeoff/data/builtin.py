@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 from pathlib import Path
 
@@ -20,12 +21,16 @@ _IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 def _download(tv_class, root: Path, label: str) -> str:
     """Try torchvision's downloader with a short timeout; return a note on failure."""
     old = socket.getdefaulttimeout()
+    created = [p for p in (root, root / tv_class.__name__) if not p.exists()]
     socket.setdefaulttimeout(15)
     try:
         tv_class(str(root), train=True, download=True)
         tv_class(str(root), train=False, download=True)
         return ""
     except Exception as e:  # noqa: BLE001  any network failure means "offline"
+        for folder in reversed(created):  # leave no empty folders behind a failed download
+            if folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
+                shutil.rmtree(folder, ignore_errors=True)
         return f" Downloading {label} failed ({e.__class__.__name__}), so this machine looks offline."
     finally:
         socket.setdefaulttimeout(old)
