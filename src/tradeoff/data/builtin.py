@@ -21,7 +21,7 @@ _IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 def _download(tv_class, root: Path, label: str) -> str:
     """Try torchvision's downloader with a short timeout; return a note on failure."""
     old = socket.getdefaulttimeout()
-    created = [p for p in (root, root / tv_class.__name__) if not p.exists()]
+    created = [p for p in (*reversed(root.parents), root, root / tv_class.__name__) if not p.exists()]
     socket.setdefaulttimeout(15)
     try:
         tv_class(str(root), train=True, download=True)
