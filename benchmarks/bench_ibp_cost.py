@@ -59,7 +59,7 @@ def main(argv=None) -> None:
         wall, cpu = time_objective(spec, shape, args.batch, args.steps, args.warmup, step_index=10)
         rows.append((name, wall, cpu))
     per_epoch = args.epoch_images / args.batch
-    base_wall, base_cpu = rows[0][1], rows[0][2]
+    base_cpu = rows[0][2]
     print(f"{args.model} on {args.dataset}-shaped batches of {args.batch}, {args.steps} timed steps, "
           f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
     print(f"{'objective':<10}{'ms/step':>10}{'cpu ms/step':>13}{'s/epoch':>10}{'x standard (cpu)':>18}")

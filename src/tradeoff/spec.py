@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import yaml
 
@@ -197,7 +197,8 @@ def _check_type(value, hint, where: str):
     return value
 
 
-def _build(cls, raw, where: str):
+def build_section(cls, raw, where: str):
+    """A spec dataclass (a section, or a defence's options) from a mapping, keys and types checked."""
     if raw is None:
         return cls()
     if not isinstance(raw, dict):
@@ -212,14 +213,14 @@ def _build(cls, raw, where: str):
             raise TradeoffError(f"unknown spec key {path!r}{_close(str(key), names, prefix)}.")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value, path)
+            kwargs[key] = build_section(hint, value, path)
         else:
             kwargs[key] = _check_type(value, hint, path)
     return cls(**kwargs)
 
 
 def spec_from_dict(raw: dict) -> Spec:
-    spec = _build(Spec, raw, "")
+    spec = build_section(Spec, raw, "")
     validate(spec)
     return spec
 

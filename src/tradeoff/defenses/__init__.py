@@ -20,9 +20,9 @@ BACKDOOR_DEFENSES: Registry = Registry("backdoor defence")
 
 def parse_options(name: str, options_cls, options: dict):
     """The defence's options dataclass from a spec entry's keys (types and ranges checked)."""
-    from tradeoff.spec import _build
+    from tradeoff.spec import build_section
 
-    opts = _build(options_cls, dict(options), f"backdoor_defenses.{name}")
+    opts = build_section(options_cls, dict(options), f"backdoor_defenses.{name}")
     opts.check()
     return opts
 
