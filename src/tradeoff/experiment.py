@@ -15,7 +15,7 @@ import torch
 from tradeoff import defenses, distributed
 from tradeoff.certify import certification_metrics
 from tradeoff.data import load_data
-from tradeoff.metrics import evaluate
+from tradeoff.metrics import collapse_reason, evaluate
 from tradeoff.models import build_model
 from tradeoff.models.base import adapt_state
 from tradeoff.objectives import defense_label, make_objective
@@ -114,12 +114,21 @@ def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool) 
                        extra=certification_metrics(spec), precision=spec.train.precision, ctx=ctx)
     eval_seconds = time.perf_counter() - start
     log("metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+    collapsed = collapse_reason(metrics["accuracy"], result.final_loss, bundle.num_classes)
+    if collapsed:
+        message = f"training collapsed: {collapsed}; this run is flagged and left out of report means"
+        log(message)
+        if not echo:  # echo already printed it
+            print(f"[{spec.name}] {message}", file=sys.stderr)
 
     record = {
         "dataset": spec.data.dataset,
         "attack": spec.poison.attack,
         "defense": defense_label(spec),
         **metrics,
+        "collapsed": collapsed is not None,
+        "collapse_reason": collapsed or "",
+        "final_train_loss": round(result.final_loss, 6),
         "trigger": spec.trigger.kind,
         "model": spec.model.name,
         "seed": spec.seed,

@@ -9,11 +9,29 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from tradeoff.attacks import perturb
 from tradeoff.objectives import model_mode
 from tradeoff.progress import progress_bar
+
+# A clean test accuracy below this, or a final training loss this close to ln(classes), is a
+# model that never learned the task (or unlearned it): reported as collapsed, never averaged.
+COLLAPSE_ACCURACY = 0.5
+COLLAPSE_LOSS_MARGIN = 0.05
+
+
+def collapse_reason(accuracy: float, final_loss: float, num_classes: int) -> str | None:
+    """Why a trained model counts as collapsed, in a few words, or None when it learned."""
+    if not math.isfinite(final_loss):
+        return f"training loss is {final_loss}"
+    if abs(final_loss - math.log(num_classes)) <= COLLAPSE_LOSS_MARGIN:
+        return f"final training loss {final_loss:.3f} is chance level (ln {num_classes} = {math.log(num_classes):.3f})"
+    if accuracy < COLLAPSE_ACCURACY:
+        return f"clean test accuracy {100 * accuracy:.1f}% is below {100 * COLLAPSE_ACCURACY:.0f}%"
+    return None
 
 
 def test_batches(test_set, batch_size: int, device, rank: int = 0, world: int = 1):

@@ -81,6 +81,7 @@ class Entry:
     status: str = ""  # why there is no value of ours
     percent: bool = True
     runs: list = field(default_factory=list)  # the run folders of ``values``
+    collapsed: int = 0  # seeds whose training collapsed: marked, and left out of ``values``
 
     @property
     def mean(self) -> Optional[float]:
@@ -165,18 +166,24 @@ def collect(manifest: dict, runs: dict, paper: list[dict]) -> TableReport:
     swept = {c["paper_dataset"] for c in manifest["cells"]}
     skipped = {name_of.get(ds, ds): why for ds, why in (manifest.get("skipped") or {}).items()}
     notes = [f"{ds}: {why}" for ds, why in skipped.items()]
-    per_cell: dict = {}  # (dataset, setting) -> list of run metrics, one per seed
+    per_cell: dict = {}  # (dataset, setting) -> list of run metrics, one per converged seed
+    collapsed: dict = {}  # (dataset, setting) -> [seeds whose training collapsed]
     for c in manifest["cells"]:
         ds, setting = c["paper_dataset"], c["setting"]
         found = runs.get(c["digest"]) if c.get("digest") else None
-        if found:
+        if found and found[0].get("collapsed"):
+            collapsed.setdefault((ds, setting), []).append(c["seed"])
+        elif found:
             per_cell.setdefault((ds, setting), []).append(found[0])
         if c.get("error"):
             notes.append(f"{ds}, {setting}, seed {c['seed']}: {c['error']}")
         for m in c["metrics"]:
             e = entry(ds, setting, m["paper"])
             e.percent = m.get("percent", True)
-            if found:
+            if found and found[0].get("collapsed"):
+                e.collapsed += 1
+                e.status = e.status or "collapsed"
+            elif found:
                 value = _pick(found[0], m["keys"])
                 if value is None:
                     e.status = e.status or f"no metric {' or '.join(m['keys'])} in the run"
@@ -189,6 +196,10 @@ def collect(manifest: dict, runs: dict, paper: list[dict]) -> TableReport:
                 e.status = "error"
             else:
                 e.status = e.status or "not run"
+    for (ds, setting), seeds in collapsed.items():
+        total = len(seeds) + len(per_cell.get((ds, setting), []))
+        notes.append(f"{ds}, {setting}: training collapsed on {len(seeds)} of {total} seed(s) "
+                     f"(seed {', '.join(map(str, sorted(seeds)))}); left out of the means and pairs")
     for e in entries.values():
         if not e.values and not e.status:
             e.status = "skipped" if e.dataset in skipped else ("not swept" if e.dataset not in swept else "not run")
@@ -225,13 +236,18 @@ def fmt_number(value: Optional[float], percent: bool = True) -> str:
     return f"{value:.1f}" if percent else f"{value:.3g}"
 
 
+def collapse_mark(e: Entry) -> str:
+    return f" [{e.collapsed} collapsed]" if e.collapsed else ""
+
+
 def fmt_entry(e: Entry) -> str:
     if e.values:
         ours = fmt_number(e.mean, e.percent)
         if e.std is not None:
             ours += f" ± {fmt_number(e.std, e.percent)}"
+        ours += collapse_mark(e)
     else:
-        ours = "–" if e.status in ("", "not run", "not swept") else e.status
+        ours = "–" if e.status in ("", "not run", "not swept") else e.status + collapse_mark(e)
     return f"{ours} ({fmt_number(e.paper, e.percent)})" if e.paper is not None else ours
 
 
@@ -312,7 +328,7 @@ def markdown(tables: list[TableReport], plots: dict) -> str:
 
 
 CSV_COLUMNS = ["table", "preset", "dataset", "setting", "metric", "paper", "ours_mean", "ours_std", "n_seeds",
-               "ours_values", "status", "runs"]
+               "ours_values", "status", "n_collapsed", "runs"]
 
 
 def csv_text(tables: list[TableReport]) -> str:
@@ -324,7 +340,8 @@ def csv_text(tables: list[TableReport]) -> str:
             w.writerow([t.paper_table, t.preset, e.dataset, e.setting, e.metric,
                         "" if e.paper is None else e.paper,
                         "" if e.mean is None else round(e.mean, 4), "" if e.std is None else round(e.std, 4),
-                        len(e.values), ";".join(f"{v:.4f}" for v in e.values), e.status, ";".join(e.runs)])
+                        len(e.values), ";".join(f"{v:.4f}" for v in e.values), e.status, e.collapsed,
+                        ";".join(e.runs)])
     return buf.getvalue()
 
 
@@ -341,8 +358,10 @@ def _html_cell(e: Optional[Entry]) -> str:
         ours = html.escape(fmt_number(e.mean, e.percent))
         if e.std is not None:
             ours += f" ± {html.escape(fmt_number(e.std, e.percent))}"
+        if e.collapsed:
+            ours += f'<span class="miss">{html.escape(collapse_mark(e))}</span>'
     else:
-        ours = f'<span class="miss">{html.escape(e.status or "–")}</span>'
+        ours = f'<span class="miss">{html.escape((e.status or "–") + collapse_mark(e))}</span>'
     paper = f' <span class="paper">({html.escape(fmt_number(e.paper, e.percent))})</span>' if e.paper is not None else ""
     return f"<td>{ours}{paper}</td>"
 

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from tradeoff.errors import TradeoffError
 
 SUMMARY_COLUMNS = ["run", "dataset", "attack", "defense", "accuracy", "adversarial_robustness",
-                   "backdoor_success_rate"]
+                   "backdoor_success_rate", "collapsed"]
 
 
 class RunFolder:

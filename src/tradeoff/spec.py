@@ -88,6 +88,7 @@ class DefenseSpec:
     denoise: bool = False  # non-local denoising blocks inside the model
     replays: int = 4  # free adversarial training: minibatch replays
     fast_step: float = 1.25  # fast adversarial training: step = fast_step * eps (Wong et al. 2020)
+    eps_ramp: float = 0.0  # adversarial training: eps rises linearly from 0 over this fraction of training
     ibp_eps: Optional[float] = None  # IBP: training eps
     ibp_warmup_steps: int = 2000
     ibp_ramp_steps: int = 10000
@@ -361,6 +362,7 @@ def validate(spec: Spec) -> None:
     _validate_attack(spec.eval.attack, "eval.attack")
     _require(spec.defense.lipschitz >= 0, f"defense.lipschitz must be >= 0, not {spec.defense.lipschitz}.")
     _require(spec.defense.replays >= 1, f"defense.replays must be at least 1, not {spec.defense.replays}.")
+    _require(0 <= spec.defense.eps_ramp < 1, f"defense.eps_ramp must be in [0, 1), not {spec.defense.eps_ramp}.")
     _require(spec.defense.fast_step > 0, f"defense.fast_step must be > 0, not {spec.defense.fast_step}.")
     d = spec.defense
     _require(d.ibp_eps is None or d.ibp_eps >= 0, f"defense.ibp_eps must be >= 0, not {d.ibp_eps}.")

@@ -265,7 +265,9 @@ def _run_all(cells: list[GridCell], out: Path, workers: int, result: SweepResult
             echo(f"{head}: FAILED: {answer['error']}")
         else:
             result.ran.append(cell.run_name)
-            echo(f"{head}: {_short_metrics(answer['metrics'])} ({_duration(answer['seconds'])}; "
+            reason = answer["metrics"].get("collapse_reason")
+            flag = f" COLLAPSED ({reason})" if reason else ""
+            echo(f"{head}: {_short_metrics(answer['metrics'])}{flag} ({_duration(answer['seconds'])}; "
                  f"elapsed {_duration(elapsed)}{eta})")
 
     if workers == 1 or len(cells) <= 1:

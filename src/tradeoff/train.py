@@ -148,6 +148,7 @@ def train_model(model, batches, objective, train_spec, device, log=print, show_p
     # them so that every objective makes the same number of optimiser updates.
     replays = objective.replays
     steps = math.ceil(total_steps(train_spec, batches.steps_per_epoch) / replays)
+    objective.total_steps = steps
     unit = batches.steps_per_epoch if train_spec.lr_schedule_unit == "epochs" else 1
     lr_policy = LR_POLICIES.get(train_spec.lr_policy)
     model.train()

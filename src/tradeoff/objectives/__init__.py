@@ -7,6 +7,7 @@ training) and may look at input gradients after the backward pass (``after_backw
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
 
 import torch
@@ -32,6 +33,7 @@ def model_mode(model, training: bool):
 class Objective:
     replays = 1
     attack_norm: str | None = None  # set: resolve() forces defense.attack.norm to it
+    total_steps: int = 0  # set by the training loop before the first step (schedules read it)
 
     @classmethod
     def label(cls, spec) -> str:
@@ -54,6 +56,17 @@ class Objective:
     def after_backward(self) -> None:
         pass
 
+    def ramped(self, a, step: int):
+        """``a`` with eps (and step size) scaled by the eps ramp at ``step``: linear from 0 to the
+        full eps over the first ``defense.eps_ramp`` of training. Small CNNs trained at MNIST's
+        eps 0.3 from the first step often never leave chance level; the ramp lets them learn the
+        clean task first."""
+        fraction = self.spec.defense.eps_ramp
+        if fraction <= 0 or self.total_steps <= 0:
+            return a
+        t = min(1.0, (step + 1) / (fraction * self.total_steps))
+        return a if t >= 1.0 else dataclasses.replace(a, eps=a.eps * t, step_size=a.step_size * t)
+
 
 @OBJECTIVES.register("none")
 class Standard(Objective):
@@ -69,7 +82,7 @@ class PGDTraining(Objective):
 
     def inputs(self, model, x, y, step):
         with model_mode(model, self.spec.train.attack_model_mode == "train"):
-            return perturb(model, x, y, self.attack_spec())
+            return perturb(model, x, y, self.ramped(self.attack_spec(), step))
 
     @classmethod
     def label(cls, spec) -> str:
@@ -100,6 +113,14 @@ class Regularized(Objective):
         super().__init__(base.spec)
         self.base, self.regularizer, self.coefficient = base, regularizer, coefficient
         self.replays = base.replays
+
+    @property
+    def total_steps(self) -> int:
+        return self.base.total_steps
+
+    @total_steps.setter
+    def total_steps(self, value: int) -> None:
+        self.base.total_steps = value
 
     def loss(self, model, x, y, step):
         loss, logits, inputs = self.base.loss(model, x, y, step)

@@ -82,9 +82,11 @@ class FreeTraining(Objective):
         self.delta: torch.Tensor | None = None  # carried perturbation (detached)
         self._live: torch.Tensor | None = None  # this replay's perturbation (a leaf with grad)
         self._x: torch.Tensor | None = None
+        self._attack = spec.defense.attack  # this minibatch's (ramped) attack
 
     def inputs(self, model, x, y, step):
-        a = self.spec.defense.attack
+        a = self.ramped(self.spec.defense.attack, step)
+        self._attack = dataclasses.replace(a, step_size=a.eps)
         x = x.detach()
         if self.delta is None or self.delta.shape[1:] != x.shape[1:] or len(self.delta) < len(x):
             self.delta = torch.zeros_like(x)
@@ -95,6 +97,6 @@ class FreeTraining(Objective):
     def after_backward(self):
         if self._live is None or self._live.grad is None:
             return
-        a = dataclasses.replace(self.spec.defense.attack, step_size=self.spec.defense.attack.eps)
+        a = self._attack
         self.delta = project(self._live.detach() + _step(self._live.grad, a), self._x, a)
         self._live = None
