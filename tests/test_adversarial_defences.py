@@ -18,10 +18,13 @@ from torch import nn
 
 from tradeoff.attacks import perturb, random_wrong_labels
 from tradeoff.models import NonLocalDenoise, build_model
-from tradeoff.objectives import REGULARIZERS, Regularized, defense_label, make_objective
-from tradeoff.objectives.regularizers import cross_lipschitz
-from tradeoff.spec import AttackSpec, load_spec, resolve
-from tradeoff.train import InMemoryBatches, train_model
+from tradeoff.adversarial_defenses import REGULARIZERS, Regularized, adversarial_defense_label, make_objective
+from tradeoff.adversarial_defenses.regularizers import cross_lipschitz
+from tradeoff.config import load_spec
+from tradeoff.resolve import resolve
+from tradeoff.spec import AttackSpec
+from tradeoff.data.batches import InMemoryBatches
+from tradeoff.training import train_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "table1a-mnist-cpu"
 
@@ -29,7 +32,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "table1a-mnist-cpu"
 def _spec(**defense):
     attack = defense.pop("attack", {})
     raw = {"data": {"dataset": "digits"}, "model": {"name": "small-cnn"},
-           "defense": {"attack": {"eps": 0.3, "step_size": 0.05, "steps": 5, **attack}, **defense}}
+           "adversarial_defense": {"attack": {"eps": 0.3, "step_size": 0.05, "steps": 5, **attack}, **defense}}
     return resolve(load_spec(None, raw))
 
 
@@ -80,7 +83,7 @@ def test_cross_lipschitz_equals_bruteforce_jacobian_pairs():
 def test_lipschitz_term_is_on_the_inputs_the_loss_uses():
     """With adversarial training, loss = CE(f(x_adv)) + c * R(x_adv) on the same adversarial
     inputs (recomputed independently from the returned inputs)."""
-    spec = _spec(adversarial="pgd", lipschitz=0.5)
+    spec = _spec(objective="pgd", lipschitz=0.5)
     objective = make_objective(spec)
     assert isinstance(objective, Regularized)
     model = _tiny_model()
@@ -137,7 +140,7 @@ def test_denoise_block_equals_naive_nonlocal_means():
 
 def test_denoise_blocks_are_placed_as_the_protocol_says():
     """After each pooling in the small CNNs, after each stage of the pre-activation ResNet, after
-    the last two stages of ResNet-50; none without defense.denoise."""
+    the last two stages of ResNet-50; none without adversarial_defense.denoise."""
     def placements(model):
         mods = list(model.features)
         return [type(mods[i - 1]).__name__ for i, m in enumerate(mods) if isinstance(m, NonLocalDenoise)]
@@ -161,11 +164,11 @@ def test_fgsm_training_inputs_are_one_signed_gradient_step():
     xg = x.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(F.cross_entropy(model(xg), y, reduction="sum"), xg)
     ref = (x + 0.3 * g.sign()).clamp(0, 1)
-    ours = make_objective(_spec(adversarial="fgsm")).inputs(model, x, y, 0)
+    ours = make_objective(_spec(objective="fgsm")).inputs(model, x, y, 0)
     assert torch.allclose(ours, ref, atol=1e-6)
 
     torch.manual_seed(5)
-    targeted = make_objective(_spec(adversarial="fgsm", attack={"targeted": True})).inputs(model, x, y, 0)
+    targeted = make_objective(_spec(objective="fgsm", attack={"targeted": True})).inputs(model, x, y, 0)
     torch.manual_seed(5)
     t = random_wrong_labels(y, 10)
     assert (t != y).all()
@@ -179,7 +182,7 @@ def test_fast_training_is_one_step_from_a_uniform_start():
     delta0 uniform in the ball (same seed)."""
     model, (x, y) = _tiny_model(), _batch()
     torch.manual_seed(11)
-    ours = make_objective(_spec(adversarial="fast")).inputs(model, x, y, 0)
+    ours = make_objective(_spec(objective="fast")).inputs(model, x, y, 0)
     torch.manual_seed(11)
     d0 = torch.empty_like(x).uniform_(-0.3, 0.3)
     d0 = (x + d0).clamp(0, 1) - x
@@ -187,7 +190,7 @@ def test_fast_training_is_one_step_from_a_uniform_start():
     (g,) = torch.autograd.grad(F.cross_entropy(model(xg), y, reduction="sum"), xg)
     ref = (x + (d0 + 0.375 * g.sign()).clamp(-0.3, 0.3)).clamp(0, 1)
     assert torch.allclose(ours, ref, atol=1e-6)
-    attack = make_objective(_spec(adversarial="fast", fast_step=0.5)).attack_spec()
+    attack = make_objective(_spec(objective="fast", fast_step=0.5)).attack_spec()
     assert attack.steps == 1 and attack.random_start and math.isclose(attack.step_size, 0.15)
 
 
@@ -195,9 +198,9 @@ def test_l2_pgd_stays_in_the_ball_and_in_the_image_range():
     """L2 PGD ('l2-pgd', and 'pgd' with norm l2): every ||x_adv - x||_2 <= eps, pixels in [0, 1],
     and the attack uses the budget (not a zero perturbation)."""
     model, (x, y) = _tiny_model(), _batch(32)
-    for spec in (_spec(adversarial="l2-pgd", attack={"eps": 1.5, "step_size": 0.5}),
-                 _spec(adversarial="pgd", attack={"norm": "l2", "eps": 1.5, "step_size": 0.5})):
-        assert spec.defense.attack.norm == "l2"
+    for spec in (_spec(objective="l2-pgd", attack={"eps": 1.5, "step_size": 0.5}),
+                 _spec(objective="pgd", attack={"norm": "l2", "eps": 1.5, "step_size": 0.5})):
+        assert spec.adversarial_defense.attack.norm == "l2"
         adv = make_objective(spec).inputs(model, x, y, 0)
         norms = (adv - x).flatten(1).norm(dim=1)
         assert (norms <= 1.5 + 1e-5).all() and adv.min() >= 0 and adv.max() <= 1
@@ -205,16 +208,16 @@ def test_l2_pgd_stays_in_the_ball_and_in_the_image_range():
 
 
 def test_l2_pgd_name_sets_the_l2_norm_and_defaults():
-    """defense.adversarial=l2-pgd resolves to an L2 attack with the dataset's L2 eps."""
-    spec = resolve(load_spec(None, ["data.dataset=digits", "defense.adversarial=l2-pgd"]))
-    assert spec.defense.attack.norm == "l2" and spec.defense.attack.eps == 1.0
+    """adversarial_defense.objective=l2-pgd resolves to an L2 attack with the dataset's L2 eps."""
+    spec = resolve(load_spec(None, ["data.dataset=digits", "adversarial_defense.objective=l2-pgd"]))
+    assert spec.adversarial_defense.attack.norm == "l2" and spec.adversarial_defense.attack.eps == 1.0
 
 
 def test_free_training_replays_update_the_perturbation_and_split_the_budget():
     """After one replay the carried perturbation is clip(eps * sign(grad_x CE)) (the reference
     input gradient at the clean image); train_model runs epochs/replays minibatch passes."""
     model, (x, y) = _tiny_model(), _batch()
-    objective = make_objective(_spec(adversarial="free", replays=3))
+    objective = make_objective(_spec(objective="free", replays=3))
     assert objective.replays == 3
     model.train()
     loss, _, inputs = objective.loss(model, x, y, 0)
@@ -226,7 +229,7 @@ def test_free_training_replays_update_the_perturbation_and_split_the_budget():
     ref = (x + 0.3 * g.sign()).clamp(0, 1) - x
     assert torch.allclose(objective.delta, ref, atol=1e-6)
 
-    spec = _spec(adversarial="free", replays=3)
+    spec = _spec(objective="free", replays=3)
     xs, ys = _batch(40)
     batches = InMemoryBatches(xs, ys, batch_size=10, augment=False, seed=0)
     train_spec = dataclasses.replace(spec.train, epochs=6, optimizer="sgd", lr=0.01, weight_decay=0.0)
@@ -240,21 +243,21 @@ def test_free_training_replays_update_the_perturbation_and_split_the_budget():
 
 @pytest.mark.parametrize("overrides, label", [
     ([], "none"),
-    (["defense.adversarial=pgd"], "pgd"),
-    (["defense.adversarial=pgd", "defense.attack.norm=l2"], "l2-pgd"),
-    (["defense.adversarial=l2-pgd"], "l2-pgd"),
-    (["defense.adversarial=fgsm"], "fgsm"),
-    (["defense.adversarial=fgsm", "defense.attack.targeted=true"], "fgsm-targeted"),
-    (["defense.adversarial=fast"], "fast"),
-    (["defense.adversarial=free", "defense.replays=8"], "free"),
-    (["defense.lipschitz=1e-4"], "lipschitz"),
-    (["defense.denoise=true"], "denoise"),
-    (["defense.denoise=true", "defense.lipschitz=1e-4", "defense.adversarial=fast"], "denoise+lipschitz+fast"),
+    (["adversarial_defense.objective=pgd"], "pgd"),
+    (["adversarial_defense.objective=pgd", "adversarial_defense.attack.norm=l2"], "l2-pgd"),
+    (["adversarial_defense.objective=l2-pgd"], "l2-pgd"),
+    (["adversarial_defense.objective=fgsm"], "fgsm"),
+    (["adversarial_defense.objective=fgsm", "adversarial_defense.attack.targeted=true"], "fgsm-targeted"),
+    (["adversarial_defense.objective=fast"], "fast"),
+    (["adversarial_defense.objective=free", "adversarial_defense.replays=8"], "free"),
+    (["adversarial_defense.lipschitz=1e-4"], "lipschitz"),
+    (["adversarial_defense.denoise=true"], "denoise"),
+    (["adversarial_defense.denoise=true", "adversarial_defense.lipschitz=1e-4", "adversarial_defense.objective=fast"], "denoise+lipschitz+fast"),
 ])
 def test_every_defence_is_reachable_from_set_with_its_label(overrides, label):
     """Each defence and combination is a --set away and gets its own summary label."""
     spec = resolve(load_spec(None, ["data.dataset=digits"] + overrides))
-    assert defense_label(spec) == label
+    assert adversarial_defense_label(spec) == label
     make_objective(spec)
 
 
@@ -266,7 +269,7 @@ def test_mnist_cpu_configs_load_with_their_labels():
         pytest.skip("configs/mnist-cpu/standard.yaml (the base) is not there")
     for name, label in expected.items():
         spec = resolve(load_spec(CONFIGS / f"{name}.yaml"))
-        assert defense_label(spec) == label, name
+        assert adversarial_defense_label(spec) == label, name
         assert spec.model.name == "small-cnn"
         assert spec.train.epochs == (30 if name == "fast" else 20)  # fast: a longer cyclic schedule
 
@@ -278,7 +281,7 @@ def test_mnist_cpu_configs_load_with_their_labels():
 def trained_digits_model():
     from tradeoff.data import load_data
 
-    spec = resolve(load_spec(None, {"data": {"dataset": "digits"}, "poison": {"attack": "none"},
+    spec = resolve(load_spec(None, {"data": {"dataset": "digits"}, "poison": {"method": "none"},
                                     "train": {"epochs": 4, "batch_size": 50}}))
     bundle = load_data(spec.data, 0)
     torch.manual_seed(0)

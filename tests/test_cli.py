@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from tradeoff.cli import main
 
 TINY = ["data.dataset=digits", "data.train_subset=200", "data.test_subset=100", "train.epochs=1",
-        "eval.attack.steps=2", "defense.attack.steps=2"]
+        "eval.attack.steps=2", "adversarial_defense.attack.steps=2"]
 
 
 def _sets(pairs):
@@ -73,9 +73,10 @@ def test_run_writes_a_complete_folder_and_summary(tmp_path, capsys):
         assert 0.0 <= metrics[key] <= 1.0
     assert load_file(str(folder / "model.safetensors"))
     rows = list(csv.DictReader(open(tmp_path / "out" / "summary.csv")))
-    assert rows[0]["run"] == "tiny" and rows[0]["defense"] == "none" and rows[0]["attack"] == "clean-label"
-    assert list(rows[0])[:7] == ["run", "dataset", "attack", "defense", "accuracy", "adversarial_robustness",
-                                 "backdoor_success_rate"]
+    assert (rows[0]["run"] == "tiny" and rows[0]["adversarial_defense"] == "none"
+            and rows[0]["poisoning_method"] == "clean-label")
+    assert list(rows[0])[:8] == ["run", "dataset", "poisoning_method", "adversarial_defense", "accuracy",
+                                 "adversarial_robustness", "backdoor_success_rate", "collapsed"]
     assert "tiny" in capsys.readouterr().out
 
 

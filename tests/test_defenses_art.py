@@ -18,10 +18,9 @@ import torch
 
 art_poison = pytest.importorskip("art.defences.detector.poison")
 
-from tradeoff.defenses import BACKDOOR_DEFENSES  # noqa: E402
-from tradeoff.defenses.spectral import spectral_scores  # noqa: E402
+from tradeoff.backdoor_defenses.spectral import spectral_scores  # noqa: E402
 
-from test_defenses_spectral import synthetic_outcome  # noqa: E402
+from test_defenses_spectral import defend, synthetic_run  # noqa: E402
 
 
 class StubClassifier:
@@ -71,7 +70,7 @@ def test_spectral_scores_and_removals_match_art():
         top = np.zeros(idx.sum(), dtype=bool)
         top[np.argsort(-ours)[:k]] = True
         assert (top != art_removed[idx]).sum() <= 1
-    out = BACKDOOR_DEFENSES.get("spectral")(synthetic_outcome(reps, labels, poisoned), log=lambda m: None,
+    out = defend("spectral", synthetic_run(reps, labels, poisoned),
                                            variant="textbook", expected_poisons=60, retrain=False)
     assert out["spectral_detection_rate"] == 1.0
     assert art_removed[poisoned.numpy()].all()
@@ -87,10 +86,10 @@ def test_activation_clustering_matches_art_relative_size(shift, min_agreement):
     defence = art_poison.ActivationDefence(StubClassifier(acts, 2), acts, one_hot(labels))
     _, is_clean = defence.detect_poison(nb_clusters=2, nb_dims=2, reduce="FastICA", cluster_analysis="relative-size")
     art_removed = np.array(is_clean) == 0
-    outcome = synthetic_outcome(reps, labels, poisoned)
-    out = BACKDOOR_DEFENSES.get("activation-clustering")(outcome, log=lambda m: None, rule="size", classes="all",
+    outcome = synthetic_run(reps, labels, poisoned)
+    out = defend("activation-clustering", outcome, rule="size", classes="all",
                                                         retrain=False)
-    ours = outcome.extras["artifacts"]["clustering.safetensors"]["removed"].bool().numpy()
+    ours = outcome.artifacts["clustering.safetensors"]["removed"].bool().numpy()
     assert (ours == art_removed).mean() >= min_agreement
     if min_agreement == 1.0:
         assert out["clustering_detection_rate"] == 1.0

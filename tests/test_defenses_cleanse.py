@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tradeoff.defenses.cleanse import CleanseOptions, anomaly_indices, reverse_engineer, stamp, unlearn
+from tradeoff.backdoor_defenses.cleanse import CleanseOptions, anomaly_indices, reverse_engineer, stamp, unlearn
 
 
 def test_anomaly_index_by_hand():

@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from tradeoff.defenses import BACKDOOR_DEFENSES
-from tradeoff.defenses.clustering import RULES, ClusteringOptions, reduce_and_cluster
+from tradeoff.backdoor_defenses.clustering import RULES, ClusteringOptions, reduce_and_cluster
 
-from test_defenses_spectral import planted, synthetic_outcome
+from test_defenses_spectral import defend, planted, synthetic_run
 
 
 def quiet(_message):
@@ -29,7 +28,7 @@ def test_ica_kmeans_separates_a_planted_subpopulation():
 def test_rules_remove_the_poisoned_cluster(rule):
     """On a well-separated 40-in-340 poisoned class every rule removes exactly the poisons."""
     reps, labels, poisoned = planted(shift=8.0)
-    out = BACKDOOR_DEFENSES.get("activation-clustering")(synthetic_outcome(reps, labels, poisoned), log=quiet,
+    out = defend("activation-clustering", synthetic_run(reps, labels, poisoned),
                                                         rule=rule, retrain=False)
     assert out["clustering_detection_rate"] == 1.0 and out["clustering_false_positive_rate"] == 0.0
     assert out["clustering_rule"].startswith(rule)
@@ -57,7 +56,7 @@ def test_rule_decisions_by_hand():
 def test_every_class_scope_examines_clean_classes_too():
     """classes=all examines every class: the false-positive rate is over the clean images of both."""
     reps, labels, poisoned = planted(shift=8.0)
-    out = BACKDOOR_DEFENSES.get("activation-clustering")(synthetic_outcome(reps, labels, poisoned), log=quiet,
+    out = defend("activation-clustering", synthetic_run(reps, labels, poisoned),
                                                         rule="oracle", classes="all", retrain=False)
     assert out["clustering_detection_rate"] == 1.0
     assert out["clustering_false_positive_rate"] == 0.0  # the oracle flags nothing in a clean class

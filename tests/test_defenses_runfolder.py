@@ -9,13 +9,13 @@ from safetensors.torch import load_file, save_file
 
 from tradeoff.cli import main
 from tradeoff.experiment import run_experiment
-from tradeoff.spec import load_spec
+from tradeoff.config import load_spec
 from tradeoff.errors import TradeoffError
 
 TINY = {
     "data": {"dataset": "digits"},
     "trigger": {"kind": "sticker", "size": 2},
-    "poison": {"attack": "dirty-label", "fraction_of_training_set": 0.05},
+    "poison": {"method": "dirty-label", "fraction_of_training_set": 0.05},
     "train": {"epochs": 2, "batch_size": 50},
     "eval": {"adversarial": False},
 }

@@ -1,31 +1,39 @@
 """Spectral signatures: scores against an independent eigen-decomposition, removal rules and
 detection on synthetic representations where the answer is known."""
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from tradeoff.defenses import BACKDOOR_DEFENSES, check_entry
-from tradeoff.defenses.common import representations
-from tradeoff.defenses.spectral import spectral_scores
+from tradeoff.backdoor_defenses import check_entry, run_backdoor_defense
+from tradeoff.backdoor_defenses.common import representations
+from tradeoff.backdoor_defenses.spectral import spectral_scores
+from tradeoff.data import ImageSet
 from tradeoff.errors import TradeoffError
+from tradeoff.handoff import PoisonedData, TrainedRun
 from tradeoff.models import FeatureClassifier
 from tradeoff.poisoning import PoisonPlan
 from tradeoff.spec import Spec
 
 
-def synthetic_outcome(reps: torch.Tensor, labels: torch.Tensor, poisoned: torch.Tensor, target: int = 0):
-    """An outcome whose model's features are the identity, so the defence sees ``reps`` exactly."""
-    model = FeatureClassifier(nn.Sequential(nn.Flatten()), nn.Linear(reps.shape[1], int(labels.max()) + 1))
+def synthetic_run(reps: torch.Tensor, labels: torch.Tensor, poisoned: torch.Tensor, target: int = 0) -> TrainedRun:
+    """A trained run whose model's features are the identity, so the defence sees ``reps`` exactly."""
+    num_classes = int(labels.max()) + 1
+    model = FeatureClassifier(nn.Sequential(nn.Flatten()), nn.Linear(reps.shape[1], num_classes))
     spec = Spec()
     spec.poison.target = target
     plan = PoisonPlan(poisoned.nonzero().flatten(), torch.zeros(int(poisoned.sum()), dtype=torch.long), labels,
                       poisoned)
-    return SimpleNamespace(spec=spec, model=model, metrics={}, extras={
-        "plan": plan, "train_tensors": (reps[:, :, None, None], labels), "device": torch.device("cpu")})
+    images = ImageSet(reps[:, :, None, None], labels)
+    data = PoisonedData(train=images, test=images, plan=plan, trigger=None, target=target, num_classes=num_classes,
+                        shape=tuple(images.shape))
+    return TrainedRun(spec, model, {}, data, torch.device("cpu"))
+
+
+def defend(name: str, run: TrainedRun, **options) -> dict:
+    """One backdoor defence through the registry, as a spec's ``backdoor_defenses`` entry runs it."""
+    return run_backdoor_defense({"name": name, **options}, run, log=lambda m: None)
 
 
 def planted(n_clean=300, n_poison=40, dim=32, shift=8.0, seed=0):
@@ -69,14 +77,13 @@ def test_textbook_and_paper_removal_rules_on_known_poisons():
     """Well-separated poisons: the textbook variant removes ceil(1.5 x 40) = 60 images including every
     poison; the paper variant removes exactly 40 + 1; only the target class is examined."""
     reps, labels, poisoned = planted()
-    spectral = BACKDOOR_DEFENSES.get("spectral")
-    out = spectral(synthetic_outcome(reps, labels, poisoned), log=lambda m: None, variant="textbook", retrain=False)
+    out = defend("spectral", synthetic_run(reps, labels, poisoned), variant="textbook", retrain=False)
     assert out["spectral_removed"] == 60 and out["spectral_detection_rate"] == 1.0
     assert out["spectral_false_positive_rate"] == pytest.approx(20 / 300)
     assert out["spectral_deviation"] > 3
-    out = spectral(synthetic_outcome(reps, labels, poisoned), log=lambda m: None, variant="paper", retrain=False)
+    out = defend("spectral", synthetic_run(reps, labels, poisoned), variant="paper", retrain=False)
     assert out["spectral_removed"] == 41 and out["spectral_detection_rate"] == 1.0
-    out = spectral(synthetic_outcome(reps, labels, poisoned), log=lambda m: None, variant="textbook",
+    out = defend("spectral", synthetic_run(reps, labels, poisoned), variant="textbook",
                    classes="all", expected_poisons=10, retrain=False)
     assert out["spectral_removed"] == 30  # 15 from each class
 

@@ -19,8 +19,8 @@ from tradeoff import distributed
 from tradeoff.errors import TradeoffError
 from tradeoff.experiment import run_experiment
 from tradeoff import metrics
-from tradeoff.spec import load_spec
-from tradeoff.train import InMemoryBatches, global_batches
+from tradeoff.config import load_spec
+from tradeoff.data.batches import InMemoryBatches, global_batches
 
 # On a 697-image digits subset (the last global batch of 97 splits 49/48): standard training for
 # 2 epochs, and PGD training (no random start, so both runs craft the same examples) for one.
@@ -30,7 +30,7 @@ SPECS = {
     "standard": {"data": DATA, "model": {"name": "small-cnn"}, "train": {"epochs": 2, "batch_size": 100},
                  "eval": EVAL},
     "pgd": {"data": DATA, "model": {"name": "small-cnn"}, "train": {"epochs": 1, "batch_size": 100},
-            "defense": {"adversarial": "pgd", "attack": {"random_start": False, "steps": 3}}, "eval": EVAL},
+            "adversarial_defense": {"objective": "pgd", "attack": {"random_start": False, "steps": 3}}, "eval": EVAL},
 }
 WEIGHT_TOLERANCE = 1e-4  # float noise of a different summation order is about 1e-6 here
 
@@ -102,7 +102,7 @@ def test_evaluation_shards_cover_the_test_set_once():
     from tradeoff.data.imageset import ImageSet
 
     test = ImageSet(torch.arange(23.0).view(23, 1, 1, 1), torch.arange(23))
-    seen = [int(v) for r in range(3) for _, yb in metrics.test_batches(test, 4, "cpu", r, 3) for v in yb]
+    seen = [int(v) for r in range(3) for _, yb in test.loader(4, "cpu", r, 3) for v in yb]
     assert sorted(seen) == list(range(23))
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from tradeoff.experiment import run_experiment
 from tradeoff.quickstart import quickstart_specs
-from tradeoff.spec import load_spec
+from tradeoff.config import load_spec
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "mnist-cpu"
 
@@ -15,10 +15,10 @@ def test_quickstart_specs_run_offline_on_builtin_data():
     """The quickstart's standard spec (shortened) trains on scikit-learn's digits without any file."""
     spec = quickstart_specs()[0]
     spec.train.epochs = 3
-    outcome = run_experiment(spec, show_progress=False)
-    assert outcome.metrics["accuracy"] > 0.8
-    sevens = int((outcome.extras["bundle"].train.y == 7).sum())
-    assert outcome.metrics["poisoned_images"] == round(0.5 * sevens)  # half of class 7, labels kept
+    run = run_experiment(spec, show_progress=False)
+    assert run.metrics["accuracy"] > 0.8
+    sevens = int((run.data.train.targets == 7).sum())
+    assert run.metrics["poisoned_images"] == round(0.5 * sevens)  # half of class 7, labels kept
 
 
 @pytest.mark.slow
@@ -28,7 +28,7 @@ def test_real_mnist_standard_and_pgd(mnist_root):
     overrides = [f"data.root={mnist_root}", "data.test_subset=2000",
                  "train.epochs=3", "eval.attack.steps=5"]
     std = run_experiment(load_spec(CONFIGS / "standard.yaml", overrides), show_progress=False).metrics
-    adv = run_experiment(load_spec(CONFIGS / "pgd.yaml", overrides + ["defense.attack.steps=5"]),
+    adv = run_experiment(load_spec(CONFIGS / "pgd.yaml", overrides + ["adversarial_defense.attack.steps=5"]),
                          show_progress=False).metrics
     assert std["accuracy"] > 0.9 and std["adversarial_robustness"] < 0.1
     assert adv["adversarial_robustness"] > std["adversarial_robustness"] + 0.1

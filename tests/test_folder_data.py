@@ -20,7 +20,7 @@ from tradeoff.data import load_data
 from tradeoff.data.folder import FolderSet, decode, eval_transform, random_resized_box
 from tradeoff.errors import TradeoffError
 from tradeoff.poisoning import plan_poison
-from tradeoff.spec import load_spec
+from tradeoff.config import load_spec
 from tradeoff.triggers import make_trigger
 
 CLASSES = ("ant", "bee", "cat")
@@ -101,12 +101,12 @@ def test_poisoning_is_applied_on_the_fly_before_the_transform(tmp_path):
     make_folder_dataset(tmp_path, "imagenet", per_class=6, size=40)
     spec = load_spec(None, {"data": {"dataset": "imagenet", "root": str(tmp_path), "image_size": 32,
                                      "workers": 0, "augment": False},
-                            "poison": {"attack": "dirty-label", "target": 1, "fraction_of_training_set": 0.25}})
+                            "poison": {"method": "dirty-label", "target": 1, "fraction_of_training_set": 0.25}})
     bundle = load_data(spec.data)
     train: FolderSet = bundle.train
     trigger = make_trigger(spec.trigger, bundle.shape)
     plan = plan_poison(train.targets, spec.poison, trigger, bundle.num_classes, spec.seed)
-    train.set_poison(plan, trigger)
+    train = train.poisoned(plan, trigger)
     assert len(plan.indices) == round(0.25 * len(train))
     for i in range(len(train)):
         x, label = train[i]
@@ -126,7 +126,7 @@ def test_streamed_batches_split_each_global_batch_across_ranks(tmp_path):
     """With 1 and 2 ranks, the streamed batch source visits each global batch of the epoch's
     permutation (reference: tradeoff.train.epoch_permutation), the ranks' slices partition it,
     and last_global_size is that batch's size."""
-    from tradeoff.train import epoch_permutation
+    from tradeoff.data.batches import epoch_permutation
 
     make_folder_dataset(tmp_path, "imagenet", per_class=4, size=36)
     train = load_data(folder_spec(tmp_path).data).train
@@ -201,8 +201,7 @@ def test_torchvision_resnet50_checkpoint_maps_onto_our_layout(tmp_path):
     weight loads; DDP's 'module.' prefix is accepted."""
     from torchvision.models import resnet50
 
-    from tradeoff.experiment import make_model
-    from tradeoff.data.imageset import DataBundle
+    from tradeoff.models import model_for
 
     torch.manual_seed(0)
     tv = resnet50(num_classes=3).eval()
@@ -212,9 +211,8 @@ def test_torchvision_resnet50_checkpoint_maps_onto_our_layout(tmp_path):
             m.running_var.uniform_(0.5, 1.5)
     path = tmp_path / "tv.pth"
     torch.save({f"module.{k}": v for k, v in tv.state_dict().items()}, path)
-    bundle = DataBundle(None, None, num_classes=3, shape=(3, 64, 64))
     spec = load_spec(None, {"model": {"name": "resnet50", "checkpoint": str(path)}})
-    ours = make_model(spec, bundle, torch.device("cpu")).eval()
+    ours = model_for(spec, (3, 64, 64), 3, torch.device("cpu")).eval()
     x = torch.rand(2, 3, 64, 64)
     mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad():
@@ -222,7 +220,7 @@ def test_torchvision_resnet50_checkpoint_maps_onto_our_layout(tmp_path):
 
     big = resnet50(num_classes=1000)
     torch.save(big.state_dict(), path)
-    ours = make_model(spec, bundle, torch.device("cpu"))
+    ours = model_for(spec, (3, 64, 64), 3, torch.device("cpu"))
     state = ours.state_dict()
     assert torch.equal(state["features.1.weight"], big.conv1.weight)
     assert torch.equal(state["features.8.2.conv3.weight"], big.layer4[2].conv3.weight)

@@ -3,6 +3,7 @@ the Table 1(b) specs."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -16,8 +17,9 @@ from tradeoff.errors import TradeoffError
 from tradeoff.experiment import run_experiment
 from tradeoff.models import build_model
 from tradeoff.models.resnet import Normalize
-from tradeoff.objectives import make_objective
-from tradeoff.spec import load_spec, resolve
+from tradeoff.adversarial_defenses import make_objective
+from tradeoff.config import load_spec
+from tradeoff.resolve import resolve
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "table1b"
 
@@ -50,9 +52,9 @@ def naive_margin_upper(model, x, y, eps):
 
 
 def ibp_spec(**defense):
-    d = {"adversarial": "ibp", "ibp_eps": 0.2, "ibp_warmup_steps": 10, "ibp_ramp_steps": 20, "ibp_final_mix": 0.5}
+    d = {"objective": "ibp", "ibp_eps": 0.2, "ibp_warmup_steps": 10, "ibp_ramp_steps": 20, "ibp_final_mix": 0.5}
     d.update(defense)
-    return resolve(load_spec(None, {"data": {"dataset": "digits"}, "model": {"name": "ibp-small"}, "defense": d}))
+    return resolve(load_spec(None, {"data": {"dataset": "digits"}, "model": {"name": "ibp-small"}, "adversarial_defense": d}))
 
 
 def test_ibp_loss_schedule_and_value_match_a_hand_computation():
@@ -76,14 +78,14 @@ def test_ibp_loss_schedule_and_value_match_a_hand_computation():
 
 
 def test_ibp_eps_defaults_to_the_training_attack_eps_and_spec_checks():
-    """Without defense.ibp_eps the objective trains at defense.attack.eps; bad IBP fields are
+    """Without adversarial_defense.ibp_eps the objective trains at adversarial_defense.attack.eps; bad IBP fields are
     TradeoffErrors."""
     spec = ibp_spec(ibp_eps=None)
-    assert make_objective(spec).train_eps() == spec.defense.attack.eps
+    assert make_objective(spec).train_eps() == spec.adversarial_defense.attack.eps
     with pytest.raises(TradeoffError, match="ibp_final_mix"):
-        load_spec(None, {"defense": {"ibp_final_mix": 1.5}})
+        load_spec(None, {"adversarial_defense": {"ibp_final_mix": 1.5}})
     with pytest.raises(TradeoffError, match="ibp_eps"):
-        load_spec(None, {"defense": {"ibp_eps": -0.1}})
+        load_spec(None, {"adversarial_defense": {"ibp_eps": -0.1}})
     with pytest.raises(TradeoffError, match="denoising"):
         build_model("ibp-large", (1, 28, 28), 10, denoise=True)
 
@@ -109,9 +111,9 @@ def test_certification_metric_counts_certified_images():
     from tradeoff.data.imageset import ImageSet
     from tradeoff.triggers import make_trigger
 
-    assert certification_metrics(ibp_spec()) == ()
+    assert certification_metrics(ibp_spec().eval.certified_eps) == ()
     spec = resolve(load_spec(None, {"data": {"dataset": "digits"}, "eval": {"certified_eps": 0.0004}}))
-    (fn,) = certification_metrics(spec)
+    (fn,) = certification_metrics(spec.eval.certified_eps)
     assert fn.metric_names == ("certified_robustness",)
     torch.manual_seed(1)
     model = build_model("ibp-small", (1, 16, 16), 10).eval()
@@ -124,9 +126,9 @@ def test_certification_metric_counts_certified_images():
     up = naive_margin_upper(model, x, y, 0.0004)
     expect = (up.masked_fill(F.one_hot(y, 10).bool(), -1.0).amax(1) < 0).double().mean().item()
     assert 0 < expect < 1
-    metrics = evaluate(model, ImageSet(x, y), make_trigger(spec.trigger, (1, 16, 16)), 7, spec.eval.attack,
-                       batch_size=25, device=torch.device("cpu"), adversarial=False, show_progress=False,
-                       extra=certification_metrics(spec))
+    eval_spec = dataclasses.replace(spec.eval, batch_size=25, adversarial=False)
+    metrics = evaluate(model, ImageSet(x, y), make_trigger(spec.trigger, (1, 16, 16)), 7, eval_spec,
+                       device=torch.device("cpu"), show_progress=False)
     assert metrics["certified_robustness"] == pytest.approx(expect)
 
 
@@ -136,11 +138,12 @@ def test_ibp_training_certifies_where_standard_training_does_not():
     base = {"data": {"dataset": "digits"}, "model": {"name": "ibp-small"},
             "poison": {"fraction_of_target_class": 0.5}, "trigger": {"size": 2},
             "train": {"steps": 300, "batch_size": 50, "lr": 0.002},
-            "defense": {"ibp_eps": 0.1, "ibp_warmup_steps": 37, "ibp_ramp_steps": 150},
+            "adversarial_defense": {"objective": "ibp", "ibp_eps": 0.1, "ibp_warmup_steps": 37,
+                                    "ibp_ramp_steps": 150},
             "eval": {"certified_eps": 0.1, "attack": {"eps": 0.1, "step_size": 0.02, "steps": 10, "loss": "margin"}}}
     out = {}
     for name in ("none", "ibp"):
-        spec = load_spec(None, {"defense": {"adversarial": name}}, base=base)
+        spec = load_spec(None, {"adversarial_defense": {"objective": name}}, base=base)
         out[name] = run_experiment(spec, show_progress=False).metrics
     assert out["ibp"]["certified_robustness"] > 0.25  # 0.39 measured
     assert out["none"]["certified_robustness"] < 0.05
@@ -155,21 +158,25 @@ def test_table1b_specs_load_and_follow_the_protocol():
     assert len(files) == 12
     for f in files:
         spec = resolve(load_spec(f))
-        assert spec.defense.adversarial == ("ibp" if "-ibp-" in f.name else "none")
+        assert spec.adversarial_defense.objective == ("ibp" if "-ibp-" in f.name else "none")
         assert spec.model.name == ("ibp-large" if f.stem.endswith("paper") else "ibp-small")
         assert spec.eval.attack.loss == "margin" and spec.eval.attack.restarts >= 2
         frac = 0.05 if "0.5pct" in f.name else 0.5
-        assert spec.poison.fraction_of_target_class == frac and spec.poison.target == 7
+        assert spec.poison.options.fraction_of_target_class == frac and spec.poison.target == 7
+        ibp = spec.adversarial_defense.options  # None rows train without IBP: no IBP options at all
+        assert (ibp is not None) == ("-ibp-" in f.name)
         if f.stem.endswith("paper"):
             if spec.data.dataset == "mnist":
-                assert (spec.defense.ibp_eps, spec.eval.certified_eps, spec.train.steps) == (0.4, 0.4, 60000)
-                assert (spec.defense.ibp_warmup_steps, spec.defense.ibp_ramp_steps) == (2000, 10000)
+                assert (spec.eval.certified_eps, spec.train.steps) == (0.4, 60000)
                 assert spec.train.lr_schedule == [[15000, 1e-4], [25000, 1e-5]] and spec.train.lr == 1e-3
+                if ibp is not None:
+                    assert (ibp.ibp_eps, ibp.ibp_warmup_steps, ibp.ibp_ramp_steps) == (0.4, 2000, 10000)
             else:
-                assert spec.defense.ibp_eps == pytest.approx(8.8 / 255)
                 assert spec.eval.certified_eps == pytest.approx(8 / 255)
                 assert (spec.train.batch_size, spec.train.steps) == (2000, 100000)
-                assert (spec.defense.ibp_warmup_steps, spec.defense.ibp_ramp_steps) == (5000, 50000)
+                if ibp is not None:
+                    assert ibp.ibp_eps == pytest.approx(8.8 / 255)
+                    assert (ibp.ibp_warmup_steps, ibp.ibp_ramp_steps) == (5000, 50000)
 
 
 @pytest.mark.slow
@@ -180,7 +187,7 @@ def test_ibp_on_real_mnist_certifies():
     spec = load_spec(CONFIGS / "mnist-ibp-cpu.yaml", {
         "data": {"train_subset": 1500, "test_subset": 500},
         "train": {"steps": 150, "lr_schedule": []},
-        "defense": {"ibp_eps": 0.1, "ibp_warmup_steps": 10, "ibp_ramp_steps": 80},
+        "adversarial_defense": {"ibp_eps": 0.1, "ibp_warmup_steps": 10, "ibp_ramp_steps": 80},
         "eval": {"certified_eps": 0.1, "attack": {"eps": 0.1, "steps": 5, "step_size": 0.04, "restarts": 1}}})
     m = run_experiment(spec, show_progress=False).metrics
     assert m["certified_robustness"] > 0.4  # 0.53 measured

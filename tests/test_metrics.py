@@ -3,9 +3,10 @@
 import torch
 from torch import nn
 
+from tradeoff.config import section
 from tradeoff.data import ImageSet
 from tradeoff.metrics import evaluate
-from tradeoff.spec import AttackSpec, TriggerSpec
+from tradeoff.spec import EvalSpec
 from tradeoff.triggers import make_trigger
 
 
@@ -29,9 +30,9 @@ def test_backdoor_success_rate_filters_on_the_clean_prediction():
     pred[3] = 7
     x[:, 0, 0, 0] = pred / 10
     test = ImageSet(x, y)
-    trigger = make_trigger(TriggerSpec(size=1), (1, 4, 4))
-    m = evaluate(CornerModel(), test, trigger, 7, AttackSpec(eps=0.0, step_size=0.0, steps=1), 4, "cpu",
-                 adversarial=False, show_progress=False)
+    trigger = make_trigger(section("trigger", size=1), (1, 4, 4))
+    m = evaluate(CornerModel(), test, trigger, 7, EvalSpec(batch_size=4, adversarial=False), "cpu",
+                 show_progress=False)
     # clean predictions != 7: 8 images (all but 3 and 7), all flipped to 7 by the trigger
     assert m["backdoor_success_rate"] == 1.0
     # true label != 7: 9 images (including image 3), all predicted 7 once stamped
@@ -52,7 +53,7 @@ def test_backdoor_success_rate_counts_failures():
     x = torch.zeros(8, 1, 4, 4)
     y = torch.tensor([0, 1, 2, 3, 4, 5, 6, 8])
     x[:, 0, 0, 0] = y.float() / 10
-    trigger = make_trigger(TriggerSpec(size=1), (1, 4, 4))
-    m = evaluate(HalfModel(), ImageSet(x, y), trigger, 7, AttackSpec(eps=0.0, step_size=0.0, steps=1), 3, "cpu",
-                 adversarial=False, show_progress=False)
+    trigger = make_trigger(section("trigger", size=1), (1, 4, 4))
+    m = evaluate(HalfModel(), ImageSet(x, y), trigger, 7, EvalSpec(batch_size=3, adversarial=False), "cpu",
+                 show_progress=False)
     assert m["backdoor_success_rate"] == 3 / 8  # odd labels 1, 3, 5 flip; 0, 2, 4, 6, 8 do not

@@ -3,7 +3,8 @@
 import pytest
 
 from tradeoff.errors import TradeoffError
-from tradeoff.spec import load_spec, parse_overrides, resolve, spec_from_dict
+from tradeoff.config import load_spec, parse_overrides, spec_from_dict
+from tradeoff.resolve import resolve
 
 
 @pytest.mark.parametrize("raw,message", [
@@ -11,15 +12,26 @@ from tradeoff.spec import load_spec, parse_overrides, resolve, spec_from_dict
     ({"model": {"name": "vgg99"}}, "unknown model 'vgg99'"),
     ({"trigger": {"kind": "heart"}}, "unknown trigger 'heart'"),
     ({"poison": {"fraction_of_target_class": 1.5}}, r"poison.fraction_of_target_class must be in \[0, 1\]"),
-    ({"poison": {"fraction_of_training_set": -0.1}}, r"poison.fraction_of_training_set must be in \[0, 1\]"),
-    ({"defense": {"attack": {"eps": -0.3}}}, "defense.attack.eps must be >= 0"),
+    ({"poison": {"method": "dirty-label", "fraction_of_training_set": -0.1}},
+     r"poison.fraction_of_training_set must be in \[0, 1\]"),
+    ({"adversarial_defense": {"attack": {"eps": -0.3}}}, "adversarial_defense.attack.eps must be at least 0"),
     ({"eval": {"attack": {"steps": 0}}}, "eval.attack.steps must be at least 1"),
     ({"train": {"epoch": 3}}, "unknown spec key 'train.epoch' \\(did you mean 'train.epochs'\\?\\)"),
     ({"train": {"epochs": "many"}}, "train.epochs' must be a whole number"),
     ({"train": 5}, "spec section 'train' must be a mapping"),
-    ({"defense": {"adversarial": "magic"}}, "unknown adversarial defence 'magic'"),
-    ({"trigger": {"corner": "middle"}}, "trigger.corner must be one of"),
-    ({"poison": {"attack": "sneaky"}}, "poison.attack must be"),
+    ({"adversarial_defense": {"objective": "magic"}}, "unknown training objective 'magic'"),
+    ({"trigger": {"corner": "middle"}}, "trigger.corner' must be one of"),
+    ({"poison": {"method": "sneaky"}}, "unknown poisoning method 'sneaky'"),
+    # keys of earlier versions name their new name
+    ({"poison": {"attack": "clean-label"}}, "spec key 'poison.attack' is now 'poison.method'"),
+    ({"defense": {"adversarial": "pgd"}}, "spec key 'defense' is now 'adversarial_defense'"),
+    ({"train": {"attack_model_mode": "eval"}},
+     "spec key 'train.attack_model_mode' is now 'adversarial_defense.attack_model_mode'"),
+    # a key of another kind of the same section
+    ({"trigger": {"kind": "sticker", "amplitude": 0.1}},
+     "'trigger.amplitude' is an option of trigger 'watermark', not of 'sticker'"),
+    ({"poison": {"method": "dirty-label", "fraction_of_target_class": 0.5}},
+     "'poison.fraction_of_target_class' is an option of poisoning method 'clean-label', not of 'dirty-label'"),
 ])
 def test_bad_specs_are_one_clear_sentence(raw, message):
     with pytest.raises(TradeoffError, match=message):
@@ -27,17 +39,17 @@ def test_bad_specs_are_one_clear_sentence(raw, message):
 
 
 def test_overrides_are_parsed_as_yaml_and_nested():
-    assert parse_overrides(["train.epochs=3", "defense.attack.eps=0.1", "trigger.kind=watermark"]) == {
-        "train": {"epochs": 3}, "defense": {"attack": {"eps": 0.1}}, "trigger": {"kind": "watermark"}}
+    assert parse_overrides(["train.epochs=3", "adversarial_defense.attack.eps=0.1", "trigger.kind=watermark"]) == {
+        "train": {"epochs": 3}, "adversarial_defense": {"attack": {"eps": 0.1}}, "trigger": {"kind": "watermark"}}
     with pytest.raises(TradeoffError, match="key=value"):
         parse_overrides(["train.epochs"])
 
 
 def test_yaml_files_inherit_from_a_base_and_errors_name_the_file(tmp_path):
-    (tmp_path / "base.yaml").write_text("train: {epochs: 7}\ndefense: {adversarial: pgd}\n")
+    (tmp_path / "base.yaml").write_text("train: {epochs: 7}\nadversarial_defense: {objective: pgd}\n")
     (tmp_path / "child.yaml").write_text("base: base.yaml\ntrain: {batch_size: 10}\n")
     spec = load_spec(tmp_path / "child.yaml", ["train.lr=0.5"])
-    assert (spec.train.epochs, spec.train.batch_size, spec.train.lr, spec.defense.adversarial) == (7, 10, 0.5, "pgd")
+    assert (spec.train.epochs, spec.train.batch_size, spec.train.lr, spec.adversarial_defense.objective) == (7, 10, 0.5, "pgd")
     assert spec.name == "child"
     (tmp_path / "bad.yaml").write_text("train: [unclosed\n")
     with pytest.raises(TradeoffError, match="not valid YAML"):
@@ -48,7 +60,7 @@ def test_yaml_files_inherit_from_a_base_and_errors_name_the_file(tmp_path):
 
 def test_resolve_fills_protocol_defaults_per_dataset():
     mnist = resolve(spec_from_dict({}))
-    assert (mnist.model.name, mnist.defense.attack.eps, mnist.defense.attack.steps) == ("madry-cnn", 0.3, 10)
+    assert (mnist.model.name, mnist.adversarial_defense.attack.eps, mnist.adversarial_defense.attack.steps) == ("madry-cnn", 0.3, 10)
     cifar = resolve(spec_from_dict({"data": {"dataset": "cifar10"}}))
     assert cifar.model.name == "preact-resnet" and cifar.data.augment is True
     assert abs(cifar.eval.attack.eps - 8 / 255) < 1e-12 and abs(cifar.eval.attack.step_size - 2 / 255) < 1e-12

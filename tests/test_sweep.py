@@ -17,7 +17,8 @@ import torch
 
 from tradeoff import grids
 from tradeoff.cli import main
-from tradeoff.spec import load_spec, resolve
+from tradeoff.config import load_spec
+from tradeoff.resolve import resolve
 from tradeoff.sweep import sweep
 
 TINY_TABLE = """
@@ -29,18 +30,18 @@ layout: {rows: [Adv. Defense]}
 metrics: {Accuracy: accuracy, Backdoor Success rate: backdoor_success_rate}
 base:
   trigger: {size: 2}
-  poison: {attack: clean-label, fraction_of_target_class: 0.5}
+  poison: {method: clean-label, fraction_of_target_class: 0.5}
   data: {train_subset: 200, test_subset: 100}
 cells:
   - setting: Adv. Defense=None (Std. Training)
-    set: {defense: {adversarial: none}}
+    set: {adversarial_defense: {objective: none}}
   - setting: Adv. Defense=Adv. Training
     twin: Adv. Defense=None (Std. Training)
-    set: {defense: {adversarial: pgd}}
+    set: {adversarial_defense: {objective: pgd}}
   - setting: Adv. Defense=Denoising Layer
-    set: {defense: {denoise: true}}
+    set: {adversarial_defense: {denoise: true}}
   - setting: Adv. Defense=Bogus
-    set: {defense: {adversarial: no-such-defence}}
+    set: {adversarial_defense: {objective: no-such-defence}}
 """
 TIMING = {"train_seconds", "eval_seconds"}
 
@@ -112,8 +113,8 @@ def test_layers_and_shared_cells():
     by_hand = load_spec(None, {
         "seed": 1, "data": {"dataset": "mnist", "train_subset": 5000, "test_subset": None},
         "trigger": {"kind": "sticker", "pattern": "square", "size": 3, "corner": "bottom-right", "offset": 0},
-        "poison": {"attack": "clean-label", "target": 7, "fraction_of_target_class": 0.5},
-        "model": {"name": "small-cnn"}, "defense": {"adversarial": "pgd"},
+        "poison": {"method": "clean-label", "target": 7, "fraction_of_target_class": 0.5},
+        "model": {"name": "small-cnn"}, "adversarial_defense": {"objective": "pgd"},
         "train": {"epochs": 3, "batch_size": 100, "optimizer": "adam", "lr": 0.001}})
     assert g.cells[1].digest == resolve(by_hand).digest()
     assert g.cells[1].run_name == f"table1a-mnist-adv-training-s1-{g.cells[1].digest}"

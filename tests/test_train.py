@@ -3,8 +3,8 @@
 import pytest
 
 from tradeoff.errors import TradeoffError
-from tradeoff.spec import load_spec
-from tradeoff.train import piecewise_lr, triangular_lr
+from tradeoff.config import load_spec
+from tradeoff.training import piecewise_lr, triangular_lr
 
 
 def test_piecewise_schedule_in_steps_and_epochs():

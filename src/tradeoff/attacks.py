@@ -8,13 +8,48 @@ The model's mode (train/eval) is the caller's choice and is left as it was found
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
+from tradeoff.registry import Registry
 from tradeoff.spec import AttackSpec
 
-def fgsm_spec(eps: float, random_start: bool = False, step_factor: float = 1.0, norm: str = "linf") -> AttackSpec:
-    return AttackSpec(norm=norm, eps=eps, step_size=step_factor * eps, steps=1, random_start=random_start)
+
+@dataclass(frozen=True)
+class Norm:
+    """A threat model: how a perturbation starts, steps and is projected back into the eps-ball."""
+
+    random_start: Callable[[torch.Tensor, float], torch.Tensor]  # (x, eps) -> delta
+    step: Callable[[torch.Tensor, float], torch.Tensor]  # (grad, step size) -> delta step
+    ball: Callable[[torch.Tensor, float], torch.Tensor]  # (delta, eps) -> delta in the ball
+
+
+def batch_norms(t: torch.Tensor) -> torch.Tensor:
+    """Each example's L2 norm, shaped to broadcast over the example (never 0)."""
+    return t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (t.dim() - 1)))
+
+
+def _l2_random_start(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Uniform in the L2 ball: a uniform direction, radius eps * u^(1/d)."""
+    direction = torch.randn_like(x)
+    direction = direction / batch_norms(direction)
+    radius = torch.rand(x.shape[0], device=x.device) ** (1.0 / x[0].numel()) * eps
+    return direction * radius.view(-1, *([1] * (x.dim() - 1)))
+
+
+NORMS: Registry[Norm] = Registry("norm", listed=False)
+NORMS.register("linf", description="L-infinity ball: sign-gradient steps, clipping")(Norm(
+    random_start=lambda x, eps: torch.empty_like(x).uniform_(-eps, eps),
+    step=lambda grad, size: size * grad.sign(),
+    ball=lambda delta, eps: delta.clamp(-eps, eps)))
+NORMS.register("l2", description="L2 ball: normalised-gradient steps, rescaling")(Norm(
+    random_start=_l2_random_start,
+    step=lambda grad, size: size * grad / batch_norms(grad),
+    ball=lambda delta, eps: delta * (eps / batch_norms(delta)).clamp(max=1.0)))
+
 
 def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """max_{j != y} z_j - z_y per example (positive = misclassified)."""
@@ -22,36 +57,29 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)
     return other - true
 
-def _objective(logits, y, loss: str) -> torch.Tensor:
-    if loss == "margin":
-        return margin(logits, y).sum()
-    return F.cross_entropy(logits, y, reduction="sum")
 
-def _l2_norm(t: torch.Tensor) -> torch.Tensor:
-    return t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (t.dim() - 1)))
+ATTACK_LOSSES: Registry[Callable] = Registry("attack loss", listed=False)
+ATTACK_LOSSES.register("ce", description="cross-entropy, summed over the batch")(
+    lambda logits, y: F.cross_entropy(logits, y, reduction="sum"))
+ATTACK_LOSSES.register("margin", description="the margin max_{j!=y} z_j - z_y, summed (CW-style)")(
+    lambda logits, y: margin(logits, y).sum())
 
-def _random_start(x: torch.Tensor, a: AttackSpec) -> torch.Tensor:
+
+def random_start(x: torch.Tensor, a: AttackSpec) -> torch.Tensor:
     if not a.random_start or a.eps == 0:
         return torch.zeros_like(x)
-    if a.norm == "linf":
-        return torch.empty_like(x).uniform_(-a.eps, a.eps)
-    direction = torch.randn_like(x)
-    direction = direction / _l2_norm(direction)
-    radius = torch.rand(x.shape[0], device=x.device) ** (1.0 / x[0].numel()) * a.eps
-    return direction * radius.view(-1, *([1] * (x.dim() - 1)))
+    return NORMS.get(a.norm).random_start(x, a.eps)
+
 
 def project(delta: torch.Tensor, x: torch.Tensor, a: AttackSpec) -> torch.Tensor:
     """Onto the eps-ball of the norm, then so that x + delta stays in [0, 1]."""
-    if a.norm == "linf":
-        delta = delta.clamp(-a.eps, a.eps)
-    else:
-        delta = delta * (a.eps / _l2_norm(delta)).clamp(max=1.0)
-    return (x + delta).clamp(0, 1) - x
+    return (x + NORMS.get(a.norm).ball(delta, a.eps)).clamp(0, 1) - x
 
-def _step(grad: torch.Tensor, a: AttackSpec) -> torch.Tensor:
-    if a.norm == "linf":
-        return a.step_size * grad.sign()
-    return a.step_size * grad / _l2_norm(grad)
+
+def gradient_step(grad: torch.Tensor, a: AttackSpec) -> torch.Tensor:
+    """One ascent step of ``a.step_size`` in the norm's steepest direction."""
+    return NORMS.get(a.norm).step(grad, a.step_size)
+
 
 def random_wrong_labels(y: torch.Tensor, num_classes: int) -> torch.Tensor:
     shift = torch.randint(1, num_classes, y.shape, device=y.device)
@@ -70,14 +98,15 @@ def perturb(model, x: torch.Tensor, y: torch.Tensor, a: AttackSpec,
         target = random_wrong_labels(y, num_classes)
     best = None
     for restart in range(a.restarts):
-        delta = project(_random_start(x, a), x, a)
+        delta = project(random_start(x, a), x, a)
         for _ in range(a.steps):
             delta.requires_grad_(True)
             with torch.enable_grad():
                 logits = model(x + delta)
-                loss = (-_objective(logits, target, a.loss) if a.targeted else _objective(logits, y, a.loss))
+                objective = ATTACK_LOSSES.get(a.loss)
+                loss = -objective(logits, target) if a.targeted else objective(logits, y)
                 (grad,) = torch.autograd.grad(loss, delta)
-            delta = project(delta.detach() + _step(grad, a), x, a)
+            delta = project(delta.detach() + gradient_step(grad, a), x, a)
         candidate = (x + delta).detach()
         if a.restarts == 1:
             return candidate
@@ -91,3 +120,8 @@ def perturb(model, x: torch.Tensor, y: torch.Tensor, a: AttackSpec,
             best = torch.where(take.view(-1, *([1] * (x.dim() - 1))), candidate, best)
             done = done | success
     return best
+
+
+ATTACKS: Registry[Callable] = Registry("attack")
+ATTACKS.register("pgd", options=AttackSpec, description="projected gradient descent, L-inf or L2, with restarts "
+                 "(FGSM: steps 1, step_size eps, no random start)")(perturb)

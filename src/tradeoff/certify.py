@@ -7,11 +7,10 @@ import torch
 from tradeoff.bounds import certified
 
 
-def certification_metrics(spec) -> tuple:
-    """Extra per-batch metrics for :func:`tradeoff.metrics.evaluate`: none unless
-    ``eval.certified_eps`` is set; then ``certified_robustness``, the fraction of test images
-    whose every margin ``z_j - z_y`` is proved negative at that eps."""
-    eps = spec.eval.certified_eps
+def certification_metrics(eps: float | None) -> tuple:
+    """Extra per-batch metrics for :func:`tradeoff.metrics.evaluate`: none unless ``eps`` (the
+    spec's ``eval.certified_eps``) is set; then ``certified_robustness``, the fraction of test
+    images whose every margin ``z_j - z_y`` is proved negative at that eps."""
     if eps is None:
         return ()
 

@@ -17,28 +17,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional
 
-import yaml
-
 from tradeoff.errors import TradeoffError
-from tradeoff.spec import Spec, _merge, parse_overrides, resolve, spec_from_dict
+from tradeoff.config import merge, parse_overrides, read_yaml, spec_from_dict
+from tradeoff.data import DATASETS
+from tradeoff.resolve import resolve
+from tradeoff.spec import Spec
 
 
 def configs_dir() -> Path:
     return Path(str(resources.files("tradeoff") / "configs"))
-
-
-def _read(path: Path) -> dict:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise TradeoffError(f"table file {str(path)!r} does not exist.") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise TradeoffError(f"{str(path)!r} is not valid YAML{at}.") from None
-    if not isinstance(raw, dict):
-        raise TradeoffError(f"{str(path)!r} must hold a mapping.")
-    return raw
 
 
 # --------------------------------------------------------------------------- definitions
@@ -166,7 +153,7 @@ def load_table(name: str) -> TableDef:
     the path of a table YAML file."""
     path = Path(name)
     if path.suffix in (".yaml", ".yml") and path.is_file():
-        return parse_table(_read(path), str(path))
+        return parse_table(read_yaml(path, "table file"), str(path))
     files = _table_files()
     aliases = {}
     for stem, p in files.items():
@@ -175,17 +162,17 @@ def load_table(name: str) -> TableDef:
     p = aliases.get(_norm(name))
     if p is None:
         for candidate in files.values():
-            raw = _read(candidate)
+            raw = read_yaml(candidate, "table file")
             if _norm(str(raw.get("table", ""))) == _norm(name):
                 p = candidate
                 break
     if p is None:
         raise TradeoffError(f"unknown table {name!r}; choose one of: {', '.join(files)} (or a table YAML file).")
-    return parse_table(_read(p), p.name)
+    return parse_table(read_yaml(p, "table file"), p.name)
 
 
 def load_presets() -> dict:
-    return _read(configs_dir() / "presets.yaml")
+    return read_yaml(configs_dir() / "presets.yaml", "presets file")
 
 
 def preset_names() -> list[str]:
@@ -236,8 +223,8 @@ class Grid:
 
 
 def _layer(layers: dict, dataset: str) -> dict:
-    out = _merge({}, layers.get("default") or {})
-    return _merge(out, layers.get(dataset) or {})
+    out = merge({}, layers.get("default") or {})
+    return merge(out, layers.get(dataset) or {})
 
 
 def expand(table: TableDef, preset: str, seeds: Optional[int] = None, datasets: Optional[list] = None,
@@ -247,8 +234,6 @@ def expand(table: TableDef, preset: str, seeds: Optional[int] = None, datasets: 
     version does not know are listed in ``skipped``; a cell whose spec is invalid (e.g. a defence
     that is not implemented) gets ``error`` instead of a spec, so one bad cell never stops a grid.
     ``only``: shell patterns of cell slugs to keep (e.g. ``["*adv-training"]``)."""
-    from tradeoff.data import DATASETS
-
     presets_file = load_presets()
     all_presets = presets_file.get("presets", {})
     if preset not in all_presets:
@@ -278,18 +263,18 @@ def expand(table: TableDef, preset: str, seeds: Optional[int] = None, datasets: 
             skipped[ds] = f"table {table.id} has no cell for dataset {ds!r}"
             continue
         for cell in applicable:
-            raw = _merge({}, info.get("spec") or {})
+            raw = merge({}, info.get("spec") or {})
             for layer in (preset_layer, table.base, table.by_dataset.get(ds) or {}, cell.overrides,
                           cell.by_dataset.get(ds) or {}, _layer(table.presets.get(preset) or {}, ds), user):
-                raw = _merge(raw, layer)
+                raw = merge(raw, layer)
             for seed in range(n_seeds):
                 g = GridCell(table=table.id, paper_table=table.table, dataset=ds, paper_dataset=paper_ds,
                              setting=cell.setting, slug=cell.slug, seed=seed,
                              metrics=cell.metrics or table.metrics, twin=cell.twin)
-                full = _merge(raw, {"seed": seed, "data": {"dataset": ds}})
+                full = merge(raw, {"seed": seed, "data": {"dataset": ds}})
                 full["name"] = f"{table.id}-{ds}-{cell.slug}-s{seed}"
                 if data_root:
-                    full = _merge(full, {"data": {"root": str(data_root)}})
+                    full = merge(full, {"data": {"root": str(data_root)}})
                 try:
                     g.spec = resolve(spec_from_dict(full))
                     g.digest = g.spec.digest()

@@ -13,9 +13,13 @@ import math
 
 import torch
 
+from tradeoff import distributed
+from tradeoff.adversarial_defenses import model_mode
 from tradeoff.attacks import perturb
-from tradeoff.objectives import model_mode
+from tradeoff.certify import certification_metrics
+from tradeoff.device import autocast_for
 from tradeoff.progress import progress_bar
+from tradeoff.spec import EvalSpec
 
 # A clean test accuracy below this, or a final training loss this close to ln(classes), is a
 # model that never learned the task (or unlearned it): reported as collapsed, never averaged.
@@ -34,29 +38,16 @@ def collapse_reason(accuracy: float, final_loss: float, num_classes: int) -> str
     return None
 
 
-def test_batches(test_set, batch_size: int, device, rank: int = 0, world: int = 1):
-    """(x, y) batches on the device: slices of an in-memory set, or a loader for a streamed one.
-    With ``world > 1``, only every world-th batch from ``rank`` on (this rank's share)."""
-    if hasattr(test_set, "x"):
-        for start in range(rank * batch_size, len(test_set), world * batch_size):
-            yield (test_set.x[start:start + batch_size].to(device, non_blocking=True),
-                   test_set.y[start:start + batch_size].to(device, non_blocking=True))
-    else:
-        for xb, yb in test_set.loader(batch_size, device=device, rank=rank, world=world):
-            yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-
-
-def evaluate(model, test_set, trigger, target: int, attack_spec, batch_size: int, device,
-             adversarial: bool = True, show_progress: bool = True, extra=(), precision: str = "fp32",
-             ctx=None) -> dict:
-    """All metrics in one pass over the test set. ``extra``: callables (model, x, y) -> dict of
-    per-batch counts, summed and divided by the number of test images (e.g. certified robustness).
-    ``precision``: autocast as in training. ``ctx``: a data-parallel run's context; each rank
-    then evaluates its share of the batches and the counts are summed over ranks."""
-    from tradeoff import distributed
-    from tradeoff.train import autocast_for
-
+def evaluate(model, test_set, trigger, target: int, eval_spec: EvalSpec, device, precision: str = "fp32",
+             show_progress: bool = True, ctx: distributed.DistContext | None = None) -> dict:
+    """All metrics of ``eval_spec`` in one pass over the test set (any data source with a
+    ``loader``): clean accuracy and backdoor success always, adversarial robustness under
+    ``eval_spec.attack`` when ``eval_spec.adversarial``, certified robustness with
+    ``eval_spec.certified_eps``. ``precision``: autocast as in training. ``ctx``: a data-parallel
+    run's context; each rank then evaluates its share of the batches and the counts are summed."""
     ctx = ctx or distributed.SINGLE
+    adversarial = eval_spec.adversarial
+    extra = certification_metrics(eval_spec.certified_eps)
     totals: dict[str, torch.Tensor] = {}
 
     def add(name, value):
@@ -65,7 +56,7 @@ def evaluate(model, test_set, trigger, target: int, attack_spec, batch_size: int
     n = 0
     bar = progress_bar(total=len(test_set), desc="evaluate", unit="img", enabled=show_progress)
     with model_mode(model, False), autocast_for(device, precision):
-        for xb, yb in test_batches(test_set, batch_size, device, ctx.rank, ctx.world):
+        for xb, yb in test_set.loader(eval_spec.batch_size, device=device, rank=ctx.rank, world=ctx.world):
             with torch.no_grad():
                 clean = model(xb).argmax(1)
                 stamped = model(trigger.apply(xb)).argmax(1)
@@ -76,7 +67,7 @@ def evaluate(model, test_set, trigger, target: int, attack_spec, batch_size: int
             add("asr_label_hits", (hit & (yb != target)).sum())
             add("asr_label_total", (yb != target).sum())
             if adversarial:
-                x_adv = perturb(model, xb, yb, attack_spec)
+                x_adv = perturb(model, xb, yb, eval_spec.attack)
                 with torch.no_grad():
                     add("robust", (model(x_adv).argmax(1) == yb).sum())
             for fn in extra:

@@ -4,19 +4,20 @@ of class 7, one standard and one PGD-trained small CNN."""
 from __future__ import annotations
 
 from tradeoff.experiment import run_experiment
-from tradeoff.spec import load_spec
+from tradeoff.config import load_spec
 
 QUICKSTART = {
     "data": {"dataset": "digits"},
     "trigger": {"kind": "sticker", "pattern": "square", "size": 2},
-    "poison": {"attack": "clean-label", "target": 7, "fraction_of_target_class": 0.5},
+    "poison": {"method": "clean-label", "target": 7, "fraction_of_target_class": 0.5},
     "model": {"name": "small-cnn"},
     "train": {"epochs": 40, "batch_size": 50},
-    "defense": {"attack": {"eps": 0.2}},
+    "adversarial_defense": {"attack": {"eps": 0.2}, "eps_ramp": 0.25},
     "eval": {"attack": {"eps": 0.2}},
 }
 
-VARIANTS = {"standard": {"defense": {"adversarial": "none"}}, "pgd": {"defense": {"adversarial": "pgd"}}}
+VARIANTS = {"standard": {"adversarial_defense": {"objective": "none"}},
+            "pgd": {"adversarial_defense": {"objective": "pgd"}}}
 
 
 def quickstart_specs():

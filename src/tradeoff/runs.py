@@ -12,14 +12,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from tradeoff.errors import TradeoffError
+from tradeoff.spec import renamed_key
 
-SUMMARY_COLUMNS = ["run", "dataset", "attack", "defense", "accuracy", "adversarial_robustness",
-                   "backdoor_success_rate", "collapsed"]
+SUMMARY_COLUMNS = ["run", "dataset", "poisoning_method", "adversarial_defense", "accuracy",
+                   "adversarial_robustness", "backdoor_success_rate", "collapsed"]
 
 
 class RunFolder:
@@ -75,38 +75,44 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def load_state(path: Path) -> dict:
-    """Model weights from safetensors, or a torch file loaded with ``weights_only=True``."""
-    path = Path(path)
-    if not path.is_file():
-        raise TradeoffError(f"checkpoint {str(path)!r} does not exist.")
-    try:
-        if path.suffix == ".safetensors":
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  a corrupt or unsafe file is the user's input problem
-        raise TradeoffError(f"checkpoint {str(path)!r} cannot be loaded safely ({e.__class__.__name__}).") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise TradeoffError(f"checkpoint {str(path)!r} does not hold a state dict.")
-    return state
-
-
 def read_run(run_dir: Path) -> tuple[dict, dict]:
-    """(spec dict, metrics dict) of a finished run folder."""
+    """(spec dict, metrics dict) of a finished run folder written by this version."""
     run_dir = Path(run_dir)
     spec_file, metrics_file = run_dir / "spec.yaml", run_dir / "metrics.json"
     if not (spec_file.is_file() and metrics_file.is_file()):
         raise TradeoffError(f"{run_dir} is not a finished run folder (no spec.yaml and metrics.json).")
-    return yaml.safe_load(spec_file.read_text()), json.loads(metrics_file.read_text())
+    try:
+        raw, metrics = yaml.safe_load(spec_file.read_text()), json.loads(metrics_file.read_text())
+    except (yaml.YAMLError, ValueError, OSError) as e:
+        raise TradeoffError(f"{run_dir} holds an unreadable spec.yaml or metrics.json ({e.__class__.__name__}).") from None
+    if not isinstance(raw, dict) or not isinstance(metrics, dict):
+        raise TradeoffError(f"{run_dir}'s spec.yaml and metrics.json must each hold a mapping.")
+    refuse_earlier_version(run_dir, raw)
+    return raw, metrics
+
+
+def refuse_earlier_version(run_dir: Path, raw_spec: dict) -> None:
+    """One sentence for a run folder written before the spec's renames (see README, 'Renamed keys')."""
+    renamed = renamed_key(raw_spec)
+    if renamed:
+        raise TradeoffError(f"{run_dir} was written by an earlier version of tradeoff ({renamed}) and is not "
+                            "read by this one; rerun it into a new output folder.")
 
 
 def finished_runs(out_dir: Path) -> list[Path]:
+    """The finished run folders in ``out_dir``; one sentence if any was written by an earlier version."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         return []
-    return sorted(p.parent for p in out_dir.glob("*/metrics.json") if not p.parent.name.startswith("."))
+    runs = sorted(p.parent for p in out_dir.glob("*/metrics.json") if not p.parent.name.startswith("."))
+    for run in runs:
+        try:
+            raw = yaml.safe_load((run / "spec.yaml").read_text())
+        except (OSError, yaml.YAMLError):
+            continue  # a folder without a readable spec is reported by whoever reads it
+        if isinstance(raw, dict):
+            refuse_earlier_version(run, raw)
+    return runs
 
 
 def write_summary(out_dir: Path) -> Path:

@@ -24,7 +24,10 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Optional
 
+from tradeoff.config import spec_from_dict
+from tradeoff.data import load_data
 from tradeoff.errors import TradeoffError
+from tradeoff.experiment import run_experiment
 from tradeoff.grids import Grid, GridCell, expand, load_table
 from tradeoff.runs import finished_runs, write_summary, write_text_atomic
 
@@ -134,8 +137,6 @@ def read_manifests(out: Path) -> list[dict]:
 
 def check_datasets(cells: list[GridCell]) -> dict[str, str]:
     """Try to load each dataset once; dataset -> one-line reason for those that cannot be loaded."""
-    from tradeoff.data import load_data
-
     first = {}
     for c in cells:
         if c.spec is not None:
@@ -170,9 +171,6 @@ def _init_worker(parent: int, threads: int) -> None:
 
 def run_cell(spec_dict: dict, out: str, run_name: str) -> dict:
     """Run one cell; returns {"metrics": ..., "seconds": ...} or {"error": one line, "trace": ...}."""
-    from tradeoff.experiment import run_experiment
-    from tradeoff.spec import spec_from_dict
-
     start = time.perf_counter()
     try:
         outcome = run_experiment(spec_from_dict(spec_dict), out, show_progress=False, run_name=run_name)

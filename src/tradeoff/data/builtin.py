@@ -69,19 +69,19 @@ def _idx_bundle(root: Path, folder_names: tuple[str, ...], tv_class, label: str,
     return DataBundle(to_set(xtr, ytr), to_set(xte, yte), num_classes=10, shape=(1, 28, 28))
 
 
-def load_mnist(root: Path, download: bool) -> DataBundle:
+def load_mnist(root: Path, download: bool, data_spec=None) -> DataBundle:
     from torchvision.datasets import MNIST
 
     return _idx_bundle(root, ("mnist",), MNIST, "MNIST", download)
 
 
-def load_fashion_mnist(root: Path, download: bool) -> DataBundle:
+def load_fashion_mnist(root: Path, download: bool, data_spec=None) -> DataBundle:
     from torchvision.datasets import FashionMNIST
 
     return _idx_bundle(root, ("fashion-mnist", "fashion_mnist"), FashionMNIST, "Fashion-MNIST", download)
 
 
-def load_cifar10(root: Path, download: bool) -> DataBundle:
+def load_cifar10(root: Path, download: bool, data_spec=None) -> DataBundle:
     folder = root / "cifar-10-batches-py"
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     note = ""
@@ -110,7 +110,7 @@ DIGITS_SIZE = 16  # the 8x8 images are upsampled so that a 2x2 sticker is a smal
 DIGITS_TEST = 500
 
 
-def load_digits(root: Path, download: bool) -> DataBundle:
+def load_digits(root: Path, download: bool, data_spec=None) -> DataBundle:
     """scikit-learn's 1,797 handwritten digits (shipped inside the package: always offline).
 
     Upsampled bilinearly from 8x8 to 16x16; a fixed seeded split of 1,297 train / 500 test.

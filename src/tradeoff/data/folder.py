@@ -17,16 +17,21 @@ from __future__ import annotations
 
 import functools
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from tradeoff.data.batches import epoch_permutation, global_batches
 from tradeoff.data.imageset import DataBundle
 from tradeoff.data.registry import DatasetInfo, Protocol, register
 from tradeoff.errors import TradeoffError
+from tradeoff.spec import option
+from tradeoff.triggers import CORNERS, Stamp, apply_stamp
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"}
 DEFAULT_SIZE = 224
@@ -68,9 +73,6 @@ def decode(path: str) -> torch.Tensor:
 def stamp_native(image: torch.Tensor, trigger, corner: int) -> torch.Tensor:
     """The trigger stamped on a uint8 (C, H, W) image at its own resolution (the one stamping
     rule of :mod:`tradeoff.triggers`, built for this shape without caching it)."""
-    from tradeoff.spec import CORNERS
-    from tradeoff.triggers import Stamp, apply_stamp
-
     shape = tuple(image.shape)
     stamp = Stamp(*(t[None] for t in trigger.build(shape, CORNERS[corner])))
     x = apply_stamp(image[None].float().div_(255), stamp, torch.zeros(1, dtype=torch.long))
@@ -147,15 +149,35 @@ class FolderSet(Dataset):
         if n is None or n >= len(self):
             return self
         idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n].sort().values.numpy()
-        return FolderSet(Path(self.base), self.paths[idx], self._labels[idx], self.classes,
-                         self.image_size, self.train, self.workers)
+        return self._copy(idx)
 
-    def set_poison(self, plan, trigger) -> None:
-        """Stamp ``plan.indices`` (at ``plan.corners``) whenever they are read; train on ``plan.labels``."""
+    @property
+    def labels(self) -> torch.Tensor:
+        """The labels training sees (after poisoning)."""
+        return torch.from_numpy(self._labels)
+
+    def _copy(self, idx: np.ndarray | None = None) -> "FolderSet":
+        idx = np.arange(len(self)) if idx is None else idx
+        out = FolderSet(Path(self.base), self.paths[idx], self._labels[idx], self.classes,
+                        self.image_size, self.train, self.workers)
+        out.targets = self.targets[torch.from_numpy(idx)]
+        if self._slot is not None:
+            out._slot, out._corners, out._trigger = self._slot[idx], self._corners, self._trigger
+        return out
+
+    def poisoned(self, plan, trigger, device=None) -> "FolderSet":
+        """A copy that stamps ``plan.indices`` (at ``plan.corners``) whenever they are read and
+        trains on ``plan.labels``."""
+        out = self._copy()
         slot = np.full(len(self), -1, dtype=np.int64)
         slot[plan.indices.numpy()] = np.arange(len(plan.indices))
-        self._slot, self._corners, self._trigger = slot, plan.corners.numpy(), trigger
-        self._labels = plan.labels.numpy().astype(np.int64)
+        out._slot, out._corners, out._trigger = slot, plan.corners.numpy(), trigger
+        out._labels = plan.labels.numpy().astype(np.int64)
+        return out
+
+    def without(self, removed: torch.Tensor) -> "FolderSet":
+        """The set minus the images where ``removed`` (a bool mask) is True (by index)."""
+        return self._copy(np.flatnonzero(~removed.cpu().numpy()))
 
     def read(self, i: int) -> torch.Tensor:
         """Image ``i`` decoded, with its trigger if it is poisoned, before any transform."""
@@ -167,7 +189,10 @@ class FolderSet(Dataset):
     def __getitem__(self, i: int):
         return self.transform(self.read(i)), int(self._labels[i])
 
-    def batches(self, batch_size: int, seed: int, device, rank: int = 0, world: int = 1) -> "StreamedBatches":
+    def batches(self, batch_size: int, seed: int, device, rank: int = 0, world: int = 1,
+                augment: bool = False) -> "StreamedBatches":
+        """Shuffled training batches (the transform was chosen with the split: ``augment`` is
+        the dataset's own)."""
         return StreamedBatches(self, batch_size, seed, device, rank, world)
 
     def loader(self, batch_size: int, device=None, rank: int = 0, world: int = 1):
@@ -188,7 +213,7 @@ def to_unit(xb: torch.Tensor, device) -> torch.Tensor:
 
 class _ShardSampler:
     """This rank's slice of every global batch of an epoch's permutation (the same partition as
-    :class:`tradeoff.train.InMemoryBatches`)."""
+    :class:`tradeoff.data.batches.InMemoryBatches`)."""
 
     def __init__(self, n: int, seed: int, bounds: list, rank: int, world: int):
         self.n, self.seed, self.bounds, self.rank, self.world = n, seed, bounds, rank, world
@@ -198,21 +223,17 @@ class _ShardSampler:
         return len(self.bounds)
 
     def __iter__(self):
-        from tradeoff.train import epoch_permutation
-
         perm = epoch_permutation(self.n, self.seed, self.epoch)
         for start, stop in self.bounds:
             yield perm[start:stop][self.rank::self.world].tolist()
 
 
 class StreamedBatches:
-    """The streamed counterpart of :class:`tradeoff.train.InMemoryBatches`: ``steps_per_epoch``,
+    """The streamed counterpart of :class:`tradeoff.data.batches.InMemoryBatches`: ``steps_per_epoch``,
     ``epoch(index)`` yielding device batches, ``last_global_size``. Worker processes decode,
     poison and transform; the batches travel as uint8 and become floats on the device."""
 
     def __init__(self, dataset: FolderSet, batch_size: int, seed: int, device, rank: int = 0, world: int = 1):
-        from tradeoff.train import global_batches
-
         self.device = torch.device(device)
         self.bounds = global_batches(len(dataset), batch_size, world)
         self.steps_per_epoch = len(self.bounds)
@@ -231,8 +252,18 @@ class StreamedBatches:
             yield to_unit(xb, self.device), yb.to(self.device, non_blocking=True)
 
 
+@dataclass
+class FolderOptions:
+    """Options of the streamed folder datasets."""
+
+    folder: Optional[str] = option(None, doc="the folder under the data root (default: the dataset's name), or a path")
+    image_size: int = option(DEFAULT_SIZE, doc="crop size the model sees", min=8)
+    workers: int = option(4, doc="DataLoader worker processes (not part of the cell digest)", min=0)
+
+
 def load_folder(root: Path, download: bool, data_spec, default_folder: str) -> DataBundle:
-    folder = Path(data_spec.folder) if data_spec.folder else Path(default_folder)
+    opts = data_spec.options or FolderOptions()
+    folder = Path(opts.folder) if opts.folder else Path(default_folder)
     base = folder if folder.is_absolute() else Path(root) / folder
     train_dir, val_dir = base / "train", base / "val"
     if not (train_dir.is_dir() and val_dir.is_dir()):
@@ -244,10 +275,10 @@ def load_folder(root: Path, download: bool, data_spec, default_folder: str) -> D
     for paths, where in ((train_paths, train_dir), (val_paths, val_dir)):
         if len(paths) == 0:
             raise TradeoffError(f"{where} holds no images (expected <class>/<image> files, e.g. .jpg or .png).")
-    size = data_spec.image_size or DEFAULT_SIZE
+    size = opts.image_size
     augment = True if data_spec.augment is None else data_spec.augment
-    train = FolderSet(train_dir, train_paths, train_labels, classes, size, augment, data_spec.workers)
-    test = FolderSet(val_dir, val_paths, val_labels, classes, size, False, data_spec.workers)
+    train = FolderSet(train_dir, train_paths, train_labels, classes, size, augment, opts.workers)
+    test = FolderSet(val_dir, val_paths, val_labels, classes, size, False, opts.workers)
     return DataBundle(train, test, num_classes=len(classes), shape=(3, size, size), streamed=True)
 
 
@@ -259,4 +290,4 @@ for _name, _what in (("imagenet", "ImageNet (ILSVRC-2012) as class folders"),
                      ("imagefolder", "any folder-per-class image dataset")):
     register(DatasetInfo(_name, functools.partial(load_folder, default_folder=_name), _FOLDER_PROTOCOL,
                          f"{_what}: ROOT/{_name}/train|val/<class>/<image>, streamed, "
-                         f"random-resized crops to data.image_size (224)", takes_spec=True))
+                         f"random-resized crops to data.image_size (224)", options=FolderOptions))

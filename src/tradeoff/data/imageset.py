@@ -1,4 +1,9 @@
-"""In-memory image sets: float tensors in [0, 1], NCHW, with integer labels."""
+"""In-memory image sets: float tensors in [0, 1], NCHW, with integer labels.
+
+:class:`ImageSet` and the streamed :class:`~tradeoff.data.folder.FolderSet` share one interface,
+so that no consumer (training, evaluation, backdoor defences) branches on which it holds:
+``len``, ``labels``, ``subset``, ``poisoned``, ``without``, ``batches`` (shuffled training
+batches) and ``loader`` (ordered evaluation batches)."""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
+
+from tradeoff.data.batches import InMemoryBatches
 
 
 @dataclass
@@ -31,12 +38,47 @@ class ImageSet:
     def to(self, device) -> "ImageSet":
         return ImageSet(self.x.to(device), self.y.to(device))
 
+    @property
+    def labels(self) -> torch.Tensor:
+        """The labels training sees (after poisoning, for a poisoned set)."""
+        return self.y
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """The labels the dataset's files give (before any poisoning)."""
+        return self.y
+
+    def poisoned(self, plan, trigger, device) -> "ImageSet":
+        """The set on ``device`` with the plan's images stamped (batched) and the plan's labels."""
+        x = self.x.to(device)
+        if len(plan.indices):
+            x = x.clone()
+            idx = plan.indices.to(device)
+            x[idx] = trigger.apply(x[idx], plan.corners)
+        return ImageSet(x, plan.labels.to(device))
+
+    def without(self, removed: torch.Tensor) -> "ImageSet":
+        """The set minus the images where ``removed`` (a bool mask) is True."""
+        keep = ~removed.to(self.y.device)
+        return ImageSet(self.x[keep], self.y[keep])
+
+    def batches(self, batch_size: int, seed: int, device, rank: int = 0, world: int = 1,
+                augment: bool = False) -> InMemoryBatches:
+        return InMemoryBatches(self.x.to(device), self.y.to(device), batch_size, augment, seed, rank, world)
+
+    def loader(self, batch_size: int, device=None, rank: int = 0, world: int = 1):
+        """(x, y) batches in index order on ``device``; with ``world > 1`` only every world-th
+        batch from ``rank`` on (this rank's share)."""
+        for start in range(rank * batch_size, len(self), world * batch_size):
+            yield (self.x[start:start + batch_size].to(device, non_blocking=True),
+                   self.y[start:start + batch_size].to(device, non_blocking=True))
+
 
 @dataclass
 class DataBundle:
-    train: object  # ImageSet, or a streamed dataset (see tradeoff.data.folder)
+    train: object  # ImageSet, or a streamed FolderSet: the same interface
     test: object
     num_classes: int
     shape: tuple  # (C, H, W) of the images the model sees
-    streamed: bool = False
+    streamed: bool = False  # read from disk batch by batch (for messages and sizes only)
     notes: list = field(default_factory=list)

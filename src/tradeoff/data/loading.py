@@ -10,8 +10,7 @@ from tradeoff.data.registry import DATASETS, default_root
 
 def load_data(data_spec, seed: int = 0, download: bool = True) -> DataBundle:
     root = Path(data_spec.root) if data_spec.root else default_root()
-    info = DATASETS.get(data_spec.dataset)
-    bundle = info.load(root, download, data_spec) if info.takes_spec else info.load(root, download)
+    bundle = DATASETS.get(data_spec.dataset).load(root, download, data_spec)
     bundle.train = bundle.train.subset(data_spec.train_subset, seed)  # streamed sets subset their index
     bundle.test = bundle.test.subset(data_spec.test_subset, seed + 1)
     return bundle

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from tradeoff.registry import Registry
 
@@ -28,17 +28,17 @@ class Protocol:
 @dataclass(frozen=True)
 class DatasetInfo:
     name: str
-    load: Callable  # (root: Path, download: bool) -> DataBundle
+    load: Callable  # (root: Path, download: bool, data_spec) -> DataBundle
     protocol: Protocol
     description: str
-    takes_spec: bool = False  # load(root, download, data_spec): for loaders that need image_size etc.
+    options: Optional[type] = None  # the dataclass of the dataset's own options
 
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset")
 
 
 def register(info: DatasetInfo) -> DatasetInfo:
-    return DATASETS.register(info.name)(info)
+    return DATASETS.register(info.name, options=info.options, description=info.description)(info)
 
 
 def default_root() -> Path:

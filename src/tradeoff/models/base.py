@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from tradeoff.checkpoints import load_state
+from tradeoff.errors import TradeoffError
 from tradeoff.registry import Registry
 
 
@@ -34,6 +37,18 @@ MODELS: Registry = Registry("model")
 def build_model(name: str, shape: tuple, num_classes: int, width: float = 1.0,
                 denoise: bool = False) -> FeatureClassifier:
     return MODELS.get(name)(ModelRequest(tuple(shape), num_classes, width, denoise))
+
+
+def model_for(spec, shape: tuple, num_classes: int, device) -> FeatureClassifier:
+    """The spec's model (``model`` section, denoising blocks from ``adversarial_defense``), with
+    its initial weights when ``model.checkpoint`` names them, on ``device``."""
+    model = build_model(spec.model.name, shape, num_classes, spec.model.width, spec.adversarial_defense.denoise)
+    if spec.model.checkpoint:
+        state = adapt_state(model, load_state(Path(spec.model.checkpoint)))
+        missing, _ = model.load_state_dict(state, strict=False)
+        if len(missing) == len(model.state_dict()):
+            raise TradeoffError(f"checkpoint {spec.model.checkpoint!r} matches no weight of model {spec.model.name!r}.")
+    return model.to(device)
 
 
 def flat_size(module: nn.Module, shape: tuple) -> int:

@@ -23,36 +23,28 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 
-from tradeoff.defenses import register_defense
-from tradeoff.defenses.common import (add_artifact, check_choice, check_range, detection_metrics, examined_classes,
-                                      representations, retrain_metrics, training_set)
-
-VARIANTS = ("paper", "textbook")
-SCOPES = ("target", "all")
+from tradeoff.backdoor_defenses.base import BACKDOOR_DEFENSES
+from tradeoff.backdoor_defenses.common import (Scope, detection_metrics, examined_classes, representations,
+                                               retrain_metrics, training_set)
+from tradeoff.handoff import TrainedRun
+from tradeoff.spec import option
 
 
 @dataclass
 class SpectralOptions:
-    variant: str = "paper"  # paper | textbook
-    classes: str = "target"  # target | all
-    layer: Optional[str] = None  # default: the output of model.features
-    centred: Optional[bool] = None  # score centred vectors; default: the variant's (paper no, textbook yes)
-    removal_factor: float = 1.5  # textbook: remove this many times the expected poison count
-    expected_poisons: Optional[int] = None  # textbook: default = the number of images the spec poisons
-    retrain: bool = True  # train the spec again without the removed images
-    batch_size: int = 500
-
-    def check(self):
-        check_choice(self.variant, VARIANTS, "backdoor_defenses.spectral.variant")
-        check_choice(self.classes, SCOPES, "backdoor_defenses.spectral.classes")
-        check_range(self.removal_factor > 0, "backdoor_defenses.spectral.removal_factor must be > 0.")
-        check_range(self.expected_poisons is None or self.expected_poisons >= 0,
-                    "backdoor_defenses.spectral.expected_poisons must be >= 0.")
-        check_range(self.batch_size >= 1, "backdoor_defenses.spectral.batch_size must be at least 1.")
+    variant: Literal["paper", "textbook"] = option("paper", doc="paper: remove poisons + 1 by uncentred scores")
+    classes: Scope = option("target", doc="examine the target class or every class")
+    layer: Optional[str] = option(None, doc="module name to read; default: the output of model.features")
+    centred: Optional[bool] = option(None, doc="score centred vectors; default: the variant's (textbook yes)")
+    removal_factor: float = option(1.5, doc="textbook: remove this many times the expected poison count", above=0)
+    expected_poisons: Optional[int] = option(None, doc="textbook: default = the number of images the spec poisons",
+                                             min=0)
+    retrain: bool = option(True, doc="train the spec again without the removed images")
+    batch_size: int = option(500, doc="representation batch", min=1)
 
 
 def spectral_scores(reps: torch.Tensor, centred: bool) -> torch.Tensor:
@@ -81,11 +73,12 @@ def separation(scores: torch.Tensor, poisoned: torch.Tensor) -> float | None:
     return float((scores[poisoned].mean() - clean.mean()) / clean.std().clamp_min(1e-12))
 
 
-@register_defense("spectral", SpectralOptions)
-def spectral_defense(outcome, opts: SpectralOptions, log, show_progress) -> dict:
-    x, y, poisoned = training_set(outcome, "spectral")
-    target = outcome.spec.poison.target
-    reps = representations(outcome.model, x, opts.layer, opts.batch_size)
+@BACKDOOR_DEFENSES.register("spectral", options=SpectralOptions)
+def spectral_defense(run: TrainedRun, opts: SpectralOptions, log, show_progress) -> dict:
+    """Spectral signatures (Tran et al. 2018): outliers along the top singular direction."""
+    x, y, poisoned = training_set(run, "spectral")
+    target = run.data.target
+    reps = representations(run.model, x, opts.layer, opts.batch_size)
     planted = int(poisoned.sum())
     centred = opts.variant == "textbook" if opts.centred is None else opts.centred
     removed = torch.zeros_like(poisoned)
@@ -107,7 +100,7 @@ def spectral_defense(outcome, opts: SpectralOptions, log, show_progress) -> dict
                **detection_metrics("spectral", removed, poisoned, examined), "spectral_deviation": deviation}
     log("spectral signatures (" + opts.variant + "): " + ", ".join(
         f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
-    add_artifact(outcome, "spectral.safetensors", {"scores": scores_all, "removed": removed.to(torch.uint8)})
+    run.add_artifact("spectral.safetensors", {"scores": scores_all, "removed": removed.to(torch.uint8)})
     if opts.retrain:
-        metrics.update(retrain_metrics("spectral", outcome, removed, log, show_progress))
+        metrics.update(retrain_metrics("spectral", run, removed, log, show_progress))
     return metrics

@@ -1,4 +1,4 @@
-"""Regularisers that compose with any objective (see :class:`tradeoff.objectives.Regularized`).
+"""Regularisers that compose with any objective (see :class:`tradeoff.adversarial_defenses.base.Regularized`).
 
 A regulariser is ``(model, inputs) -> scalar``, evaluated on the inputs the objective's loss was
 computed on (the adversarial examples under adversarial training).
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from tradeoff.objectives import REGULARIZERS
+from tradeoff.adversarial_defenses.base import REGULARIZERS
 
 
 @REGULARIZERS.register("cross-lipschitz")

@@ -22,36 +22,31 @@ from typing import Optional
 import numpy as np
 import torch
 
-from tradeoff.defenses import register_defense
-from tradeoff.defenses.common import (add_artifact, check_choice, check_range, detection_metrics, examined_classes,
-                                      representations, retrain_metrics, training_set)
+from tradeoff.backdoor_defenses.base import BACKDOOR_DEFENSES
+from tradeoff.backdoor_defenses.common import (Scope, detection_metrics, examined_classes, representations,
+                                               retrain_metrics, training_set)
+from tradeoff.handoff import TrainedRun
 from tradeoff.registry import Registry
+from tradeoff.spec import option
 
-RULES: Registry = Registry("activation-clustering rule")
+RULES: Registry = Registry("activation-clustering rule", listed=False)
 RULE_LABELS = {"oracle": "oracle (paper; knows a poisoned image)", "size": "size (textbook)",
                "silhouette": "silhouette (textbook)"}
 
 
 @dataclass
 class ClusteringOptions:
-    rule: str = "oracle"  # oracle | size | silhouette
-    dims: int = 2  # ICA components (the protocol: 2 or 3)
-    classes: str = "target"  # target | all
-    size_threshold: float = 0.35
-    silhouette_threshold: float = 0.1
-    layer: Optional[str] = None  # default: the output of model.features
-    retrain: bool = True
-    batch_size: int = 500
-
-    def check(self):
-        check_choice(self.rule, tuple(RULE_LABELS), "backdoor_defenses.activation-clustering.rule")
-        check_choice(self.classes, ("target", "all"), "backdoor_defenses.activation-clustering.classes")
-        check_range(self.dims >= 1, "backdoor_defenses.activation-clustering.dims must be at least 1.")
-        check_range(0 < self.size_threshold <= 0.5,
-                    "backdoor_defenses.activation-clustering.size_threshold must be in (0, 0.5].")
-        check_range(-1 <= self.silhouette_threshold <= 1,
-                    "backdoor_defenses.activation-clustering.silhouette_threshold must be in [-1, 1].")
-        check_range(self.batch_size >= 1, "backdoor_defenses.activation-clustering.batch_size must be at least 1.")
+    rule: str = option("oracle", doc="which cluster is poisoned; oracle is the paper's (knows a poison)",
+                       choices="activation-clustering rule")
+    dims: int = option(2, doc="ICA components (the protocol: 2 or 3)", min=1)
+    classes: Scope = option("target", doc="examine the target class or every class")
+    size_threshold: float = option(0.35, doc="size rule: flag the smaller cluster below this share",
+                                   above=0, max=0.5)
+    silhouette_threshold: float = option(0.1, doc="silhouette rule: clusters must separate above this",
+                                         min=-1, max=1)
+    layer: Optional[str] = option(None, doc="module name to read; default: the output of model.features")
+    retrain: bool = option(True, doc="train the spec again without the removed images")
+    batch_size: int = option(500, doc="representation batch", min=1)
 
 
 def reduce_and_cluster(reps: np.ndarray, dims: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -72,7 +67,7 @@ def shares(clusters: np.ndarray) -> np.ndarray:
 
 
 @RULES.register("oracle")
-def _oracle(clusters, reduced, poisoned, opts) -> np.ndarray:
+def oracle_rule(clusters, reduced, poisoned, opts) -> np.ndarray:
     flagged = np.zeros(2, dtype=bool)
     known = np.flatnonzero(poisoned)
     if len(known):
@@ -81,7 +76,7 @@ def _oracle(clusters, reduced, poisoned, opts) -> np.ndarray:
 
 
 @RULES.register("size")
-def _size(clusters, reduced, poisoned, opts) -> np.ndarray:
+def size_rule(clusters, reduced, poisoned, opts) -> np.ndarray:
     return shares(clusters) < opts.size_threshold
 
 
@@ -94,18 +89,19 @@ def silhouette(reduced: np.ndarray, clusters: np.ndarray) -> float:
 
 
 @RULES.register("silhouette")
-def _silhouette(clusters, reduced, poisoned, opts) -> np.ndarray:
+def silhouette_rule(clusters, reduced, poisoned, opts) -> np.ndarray:
     if silhouette(reduced, clusters) <= opts.silhouette_threshold:
         return np.zeros(2, dtype=bool)
     return shares(clusters) < opts.size_threshold
 
 
-@register_defense("activation-clustering", ClusteringOptions)
-def clustering_defense(outcome, opts: ClusteringOptions, log, show_progress) -> dict:
-    x, y, poisoned = training_set(outcome, "activation-clustering")
-    target = outcome.spec.poison.target
+@BACKDOOR_DEFENSES.register("activation-clustering", options=ClusteringOptions)
+def clustering_defense(run: TrainedRun, opts: ClusteringOptions, log, show_progress) -> dict:
+    """Activation clustering (Chen et al. 2018): ICA then 2-means of each class's activations."""
+    x, y, poisoned = training_set(run, "activation-clustering")
+    target = run.data.target
     rule = RULES.get(opts.rule)
-    reps = representations(outcome.model, x, opts.layer, opts.batch_size).double().cpu().numpy()
+    reps = representations(run.model, x, opts.layer, opts.batch_size).double().cpu().numpy()
     y_cpu, poisoned_cpu = y.cpu(), poisoned.cpu()
     removed = torch.zeros(len(y_cpu), dtype=torch.bool)
     examined = torch.zeros(len(y_cpu), dtype=torch.bool)
@@ -115,7 +111,7 @@ def clustering_defense(outcome, opts: ClusteringOptions, log, show_progress) -> 
         idx = (y_cpu == c).nonzero().flatten()
         if len(idx) <= opts.dims + 1:
             continue
-        reduced, clusters = reduce_and_cluster(reps[idx.numpy()], opts.dims, outcome.spec.seed)
+        reduced, clusters = reduce_and_cluster(reps[idx.numpy()], opts.dims, run.spec.seed)
         flagged = rule(clusters, reduced, poisoned_cpu[idx].numpy(), opts)
         removed[idx] = torch.from_numpy(flagged[clusters])
         examined[idx] = True
@@ -128,7 +124,7 @@ def clustering_defense(outcome, opts: ClusteringOptions, log, show_progress) -> 
                **target_info}
     log("activation clustering: " + ", ".join(
         f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
-    add_artifact(outcome, "clustering.safetensors", {"removed": removed.to(torch.uint8), "cluster": assignment})
+    run.add_artifact("clustering.safetensors", {"removed": removed.to(torch.uint8), "cluster": assignment})
     if opts.retrain:
-        metrics.update(retrain_metrics("clustering", outcome, removed, log, show_progress))
+        metrics.update(retrain_metrics("clustering", run, removed, log, show_progress))
     return metrics

@@ -1,16 +1,18 @@
-"""``tradeoff sweep`` (run a paper table's grid, resumably) and ``tradeoff report`` (the tables
-beside the paper's numbers)."""
+"""``tradeoff sweep``: run a paper table's grid, resumably."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from tradeoff.cli import command
+from tradeoff import grids
+from tradeoff.cli.base import command
+from tradeoff.errors import TradeoffError
+from tradeoff.sweep import done_digests, main_echo, sweep
 
 
 @command("sweep", "run every cell of a paper table not yet done (resumable; see `tradeoff sweep --list`)")
-def _configure_sweep(p: argparse.ArgumentParser):
+def configure_sweep(p: argparse.ArgumentParser):
     p.add_argument("tables", nargs="*", help="table ids (table1a ... table3c, supp1 ... supp5b), 'all', "
                                              "or table YAML files")
     p.add_argument("--preset", default="cpu", help="budget preset: paper, cpu or smoke (default: cpu)")
@@ -26,10 +28,6 @@ def _configure_sweep(p: argparse.ArgumentParser):
     p.add_argument("--dry-run", action="store_true", help="show the cells and what is done, run nothing")
 
     def handle(args) -> int:
-        from tradeoff import grids
-        from tradeoff.errors import TradeoffError
-        from tradeoff.sweep import done_digests, main_echo, sweep
-
         if args.list:
             for tid in grids.table_ids():
                 t = grids.load_table(tid)
@@ -55,21 +53,5 @@ def _configure_sweep(p: argparse.ArgumentParser):
         print(f"{len(result.ran)} run(s) finished, {len(result.cached)} already done, {len(result.failed)} failed; "
               f"run folders, summary.csv and manifests in {Path(args.out)}/ (next: tradeoff report {args.out})")
         return 1 if result.failed else 0
-
-    return handle
-
-
-@command("report", "the swept tables in the paper's layout beside its numbers (Markdown, CSV, HTML, plots)")
-def _configure_report(p: argparse.ArgumentParser):
-    p.add_argument("folder", help="a sweep's output folder")
-    p.add_argument("--out", help="where to write the report files (default: the sweep folder)")
-
-    def handle(args) -> int:
-        from tradeoff.report import write_report
-
-        paths = write_report(args.folder, args.out)
-        for path in paths:
-            print(path)
-        return 0
 
     return handle

@@ -1,9 +1,11 @@
-"""The adversarial-training family beyond L-inf PGD ('pgd', in the package's __init__):
+"""Adversarial training: objectives that train on adversarial examples crafted by the one PGD.
+
+- ``pgd``: Madry et al., every batch 100% adversarial, a fresh random start for every batch.
 
 - ``fgsm``: one signed-gradient step of size eps from the clean image (Supplement 2); with
   ``defense.attack.targeted`` it is the original's variant, one step towards a random wrong label.
 - ``l2-pgd``: PGD in the L2 ball (Supplement 3); the same as ``pgd`` with ``defense.attack.norm: l2``
-  (:func:`tradeoff.spec.resolve` sets the norm, so the eps/step defaults are the L2 ones).
+  (:func:`tradeoff.resolve.resolve` sets the norm, so the eps/step defaults are the L2 ones).
 - ``fast``: FGSM from a uniform random start with a step of ``defense.fast_step`` (1.25) x eps
   (Wong et al. 2020).
 - ``free``: minibatch replay (Shafahi et al. 2019), one backward pass for both the weights and
@@ -16,23 +18,43 @@ training ignore its step count, step size and random start, which define them.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import torch
 
-from tradeoff.attacks import _step, project
-from tradeoff.objectives import OBJECTIVES, Objective, PGDTraining
+from tradeoff.adversarial_defenses.base import ATTACK_MODEL_MODES, OBJECTIVES, Objective, model_mode
+from tradeoff.attacks import gradient_step, perturb, project
+from tradeoff.spec import option
+
+
+@OBJECTIVES.register("pgd")
+class PGDTraining(Objective):
+    """Madry et al.: every batch 100% adversarial, a fresh random start for every batch."""
+
+    def attack_spec(self):
+        return self.defense.attack
+
+    def inputs(self, model, x, y, step):
+        with model_mode(model, ATTACK_MODEL_MODES.get(self.defense.attack_model_mode)):
+            return perturb(model, x, y, self.ramped(self.attack_spec(), step))
+
+    @classmethod
+    def label(cls, spec) -> str:
+        d = spec.adversarial_defense
+        return "l2-pgd" if d.objective == "pgd" and d.attack.norm == "l2" else d.objective
+
 
 @OBJECTIVES.register("fgsm")
 class FGSMTraining(PGDTraining):
     """Every batch replaced by its FGSM example: x + eps * sign(grad), no random start."""
 
     def attack_spec(self):
-        a = self.spec.defense.attack
+        a = self.defense.attack
         return dataclasses.replace(a, steps=1, step_size=a.eps, random_start=False, restarts=1)
 
     @classmethod
     def label(cls, spec) -> str:
-        a = spec.defense.attack
+        a = spec.adversarial_defense.attack
         return "fgsm" + ("-l2" if a.norm == "l2" else "") + ("-targeted" if a.targeted else "")
 
 
@@ -44,25 +66,35 @@ class L2PGDTraining(PGDTraining):
     attack_norm = "l2"
 
     def attack_spec(self):
-        return dataclasses.replace(self.spec.defense.attack, norm="l2")
+        return dataclasses.replace(self.defense.attack, norm="l2")
 
 
-@OBJECTIVES.register("fast")
+@dataclass
+class FastOptions:
+    fast_step: float = option(1.25, doc="step = fast_step x eps (Wong et al. 2020)", above=0)
+
+
+@OBJECTIVES.register("fast", options=FastOptions)
 class FastTraining(PGDTraining):
     """Wong et al. 2020 ("fast is better than free"): one step of 1.25 eps from a uniform random
     start in the eps-ball, projected back onto the ball and [0, 1]."""
 
     def attack_spec(self):
-        a = self.spec.defense.attack
-        return dataclasses.replace(a, steps=1, step_size=self.spec.defense.fast_step * a.eps, random_start=True,
+        a = self.defense.attack
+        return dataclasses.replace(a, steps=1, step_size=self.options.fast_step * a.eps, random_start=True,
                                    restarts=1)
 
     @classmethod
     def label(cls, spec) -> str:
-        return "fast-l2" if spec.defense.attack.norm == "l2" else "fast"
+        return "fast-l2" if spec.adversarial_defense.attack.norm == "l2" else "fast"
 
 
-@OBJECTIVES.register("free")
+@dataclass
+class FreeOptions:
+    replays: int = option(4, doc="minibatch replays; epochs/steps are divided by them", min=1)
+
+
+@OBJECTIVES.register("free", options=FreeOptions)
 class FreeTraining(Objective):
     """Shafahi et al. 2019: each minibatch is replayed ``defense.replays`` times; every replay's
     backward pass gives the weight gradient *and* the input gradient, which moves the shared
@@ -78,14 +110,14 @@ class FreeTraining(Objective):
 
     def __init__(self, spec):
         super().__init__(spec)
-        self.replays = spec.defense.replays
+        self.replays = self.options.replays
         self.delta: torch.Tensor | None = None  # carried perturbation (detached)
         self._live: torch.Tensor | None = None  # this replay's perturbation (a leaf with grad)
         self._x: torch.Tensor | None = None
-        self._attack = spec.defense.attack  # this minibatch's (ramped) attack
+        self._attack = spec.adversarial_defense.attack  # this minibatch's (ramped) attack
 
     def inputs(self, model, x, y, step):
-        a = self.ramped(self.spec.defense.attack, step)
+        a = self.ramped(self.defense.attack, step)
         self._attack = dataclasses.replace(a, step_size=a.eps)
         x = x.detach()
         if self.delta is None or self.delta.shape[1:] != x.shape[1:] or len(self.delta) < len(x):
@@ -98,5 +130,5 @@ class FreeTraining(Objective):
         if self._live is None or self._live.grad is None:
             return
         a = self._attack
-        self.delta = project(self._live.detach() + _step(self._live.grad, a), self._x, a)
+        self.delta = project(self._live.detach() + gradient_step(self._live.grad, a), self._x, a)
         self._live = None

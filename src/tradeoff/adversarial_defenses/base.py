@@ -1,5 +1,5 @@
-"""Training objectives, by name. An objective turns a batch into a loss; regularisers compose
-on top of any objective (see :func:`make_objective`).
+"""The training-objective base: an objective turns a batch into a loss; regularisers compose on
+top of any objective (see :func:`make_objective`).
 
 An objective may ask the loop to replay each minibatch (``replays``, for free adversarial
 training) and may look at input gradients after the backward pass (``after_backward``).
@@ -13,10 +13,14 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from tradeoff.attacks import perturb
 from tradeoff.registry import Registry
 
-OBJECTIVES: Registry = Registry("adversarial defence")
+OBJECTIVES: Registry = Registry("training objective", plural="objectives")
+
+# The model's mode while an objective crafts training examples: name -> train(True)/eval(False).
+ATTACK_MODEL_MODES: Registry[bool] = Registry("attack model mode", listed=False)
+ATTACK_MODEL_MODES.register("eval", description="running batch-norm statistics, no dropout")(False)
+ATTACK_MODEL_MODES.register("train", description="PyTorch's train mode (batch statistics; updates running ones)")(True)
 
 
 @contextmanager
@@ -37,11 +41,13 @@ class Objective:
 
     @classmethod
     def label(cls, spec) -> str:
-        """This objective's part of the ``defense`` label in summary.csv."""
-        return spec.defense.adversarial
+        """This objective's part of the ``adversarial_defense`` label in summary.csv."""
+        return spec.adversarial_defense.objective
 
     def __init__(self, spec):
         self.spec = spec
+        self.defense = spec.adversarial_defense
+        self.options = OBJECTIVES.options_or_default(self.defense.objective, self.defense.options)
 
     def inputs(self, model, x, y, step: int) -> torch.Tensor:
         """The images the loss is computed on (clean here; adversarial in subclasses)."""
@@ -61,7 +67,7 @@ class Objective:
         full eps over the first ``defense.eps_ramp`` of training. Small CNNs trained at MNIST's
         eps 0.3 from the first step often never leave chance level; the ramp lets them learn the
         clean task first."""
-        fraction = self.spec.defense.eps_ramp
+        fraction = self.defense.eps_ramp
         if fraction <= 0 or self.total_steps <= 0:
             return a
         t = min(1.0, (step + 1) / (fraction * self.total_steps))
@@ -73,37 +79,20 @@ class Standard(Objective):
     """Plain empirical risk minimisation."""
 
 
-@OBJECTIVES.register("pgd")
-class PGDTraining(Objective):
-    """Madry et al.: every batch 100% adversarial, a fresh random start for every batch."""
-
-    def attack_spec(self):
-        return self.spec.defense.attack
-
-    def inputs(self, model, x, y, step):
-        with model_mode(model, self.spec.train.attack_model_mode == "train"):
-            return perturb(model, x, y, self.ramped(self.attack_spec(), step))
-
-    @classmethod
-    def label(cls, spec) -> str:
-        name = spec.defense.adversarial
-        return "l2-pgd" if name == "pgd" and spec.defense.attack.norm == "l2" else name
-
-
-def defense_label(spec) -> str:
+def adversarial_defense_label(spec) -> str:
     """The short name of the adversarial defence, as reported in summary.csv (e.g. 'denoise+pgd')."""
+    d = spec.adversarial_defense
     parts = []
-    if spec.defense.denoise:
+    if d.denoise:
         parts.append("denoise")
-    if spec.defense.lipschitz > 0:
+    if d.lipschitz > 0:
         parts.append("lipschitz")
-    if spec.defense.adversarial != "none":
-        label = getattr(OBJECTIVES.get(spec.defense.adversarial), "label", None)
-        parts.append(label(spec) if label else spec.defense.adversarial)
+    if d.objective != "none":
+        parts.append(OBJECTIVES.get(d.objective).label(spec))
     return "+".join(parts) or "none"
 
 
-REGULARIZERS: Registry = Registry("regulariser")
+REGULARIZERS: Registry = Registry("regulariser", listed=False)
 
 
 class Regularized(Objective):
@@ -130,14 +119,9 @@ class Regularized(Objective):
         self.base.after_backward()
 
 
-# Modules that register more objectives and regularisers (imported for their side effect).
-from tradeoff.objectives import adversarial as _adversarial  # noqa: E402,F401
-from tradeoff.objectives import regularizers as _regularizers  # noqa: E402,F401
-from tradeoff.objectives import ibp as _ibp  # noqa: E402,F401
-
-
 def make_objective(spec) -> Objective:
-    objective = OBJECTIVES.get(spec.defense.adversarial)(spec)
-    if spec.defense.lipschitz > 0:
-        objective = Regularized(objective, REGULARIZERS.get("cross-lipschitz"), spec.defense.lipschitz)
+    d = spec.adversarial_defense
+    objective = OBJECTIVES.get(d.objective)(spec)
+    if d.lipschitz > 0:
+        objective = Regularized(objective, REGULARIZERS.get("cross-lipschitz"), d.lipschitz)
     return objective

@@ -1,6 +1,6 @@
 """A backdoor defence on a finished run folder (``tradeoff defend RUN_DIR --defense NAME``).
 
-The outcome is rebuilt from the folder: ``spec.yaml`` (the resolved spec), the data, trigger and
+The trained run is rebuilt from the folder: ``spec.yaml`` (the resolved spec), the data, trigger and
 poisoning re-derived from the spec's seed (checked against ``poison.safetensors``), and the
 weights in ``model.safetensors``. The defence's metrics are merged into ``metrics.json`` (a
 temporary file renamed into place), its tensors saved beside it, the entry appended to
@@ -9,7 +9,9 @@ temporary file renamed into place), its tensors saved beside it, the entry appen
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -17,17 +19,19 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from tradeoff.backdoor_defenses import check_entry, run_backdoor_defense
+from tradeoff.checkpoints import load_state
+from tradeoff.config import spec_from_dict
+from tradeoff.device import pick_device, seed_everything
 from tradeoff.errors import TradeoffError
+from tradeoff.experiment import prepare
+from tradeoff.handoff import TrainedRun
+from tradeoff.models import build_model
+from tradeoff.runs import read_run, write_summary, write_text_atomic
 
 
-def load_outcome(run_dir: Path, data_root: str | None = None, device: str | None = None):
-    """The :class:`~tradeoff.experiment.Outcome` of a finished run folder, with its extras."""
-    from tradeoff.experiment import Outcome, prepare, seed_everything
-    from tradeoff.models import build_model
-    from tradeoff.runs import load_state, read_run
-    from tradeoff.spec import spec_from_dict
-    from tradeoff.train import pick_device
-
+def load_trained_run(run_dir: Path, data_root: str | None = None, device: str | None = None) -> TrainedRun:
+    """The :class:`~tradeoff.handoff.TrainedRun` of a finished run folder."""
     run_dir = Path(run_dir)
     raw, metrics = read_run(run_dir)
     for name in ("model.safetensors", "poison.safetensors"):
@@ -38,23 +42,22 @@ def load_outcome(run_dir: Path, data_root: str | None = None, device: str | None
     spec = spec_from_dict(raw)
     dev = pick_device(device or spec.train.device)
     seed_everything(spec.seed)
-    bundle, trigger, plan, train_tensors = prepare(spec, dev)
+    data = prepare(spec, dev)
     saved = load_file(str(run_dir / "poison.safetensors"))
-    if not (torch.equal(saved["indices"], plan.indices) and torch.equal(saved["corners"], plan.corners)):
+    if not (torch.equal(saved["indices"], data.plan.indices) and torch.equal(saved["corners"], data.plan.corners)):
         raise TradeoffError(f"the poisoning re-derived from {run_dir}/spec.yaml does not match its poison.safetensors "
                             "(different dataset files or code version?); refusing to defend a different data set.")
-    model = build_model(spec.model.name, bundle.shape, bundle.num_classes, spec.model.width, spec.defense.denoise)
+    model = build_model(spec.model.name, data.shape, data.num_classes, spec.model.width,
+                        spec.adversarial_defense.denoise)
     try:
         model.load_state_dict(load_state(run_dir / "model.safetensors"))
     except RuntimeError:
         raise TradeoffError(f"{run_dir}/model.safetensors does not fit model {spec.model.name!r} of its spec.") from None
     model.to(dev).eval()
-    return Outcome(spec, metrics, model, run_dir=run_dir,
-                   extras={"plan": plan, "bundle": bundle, "trigger": trigger, "train_tensors": train_tensors,
-                           "device": dev})
+    return TrainedRun(spec, model, metrics, data, dev, run_dir=run_dir)
 
 
-def _save_tensors_atomic(path: Path, tensors: dict) -> None:
+def save_tensors_atomic(path: Path, tensors: dict) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
@@ -68,29 +71,22 @@ def _save_tensors_atomic(path: Path, tensors: dict) -> None:
 def defend_run_folder(run_dir: str | Path, entry: dict, data_root: str | None = None, device: str | None = None,
                       show_progress: bool = True, echo: bool = True) -> dict:
     """Run one defence entry ({name: ..., options}) on a finished run; returns the new metrics."""
-    import json
-
-    from tradeoff.defenses import check_entry, run_backdoor_defense
-    from tradeoff.runs import write_summary, write_text_atomic
-
     check_entry(entry)
     run_dir = Path(run_dir)
-    outcome = load_outcome(run_dir, data_root, device)
+    run = load_trained_run(run_dir, data_root, device)
     lines: list[str] = []
 
     def log(message: str) -> None:
         lines.append(message)
         if echo:
-            import sys
-
             print(f"[{run_dir.name}] {message}", file=sys.stderr)
 
     log(f"defend: {entry}")
-    result = run_backdoor_defense(entry, outcome, log, show_progress)
+    result = run_backdoor_defense(entry, run, log, show_progress)
     # Everything is computed before anything is written.
-    for file_name, tensors in outcome.extras.get("artifacts", {}).items():
-        _save_tensors_atomic(run_dir / file_name, tensors)
-    metrics = {**outcome.metrics, **result}
+    for file_name, tensors in run.artifacts.items():
+        save_tensors_atomic(run_dir / file_name, tensors)
+    metrics = {**run.metrics, **result}
     write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     history_file = run_dir / "defenses.yaml"
     history = yaml.safe_load(history_file.read_text()) if history_file.is_file() else None

@@ -26,59 +26,49 @@ rest measures accuracy and backdoor success before and after (``cleanse_*_before
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
 
+from tradeoff.adversarial_defenses import model_mode
+from tradeoff.backdoor_defenses.base import BACKDOOR_DEFENSES
 from tradeoff.data.imageset import ImageSet
-from tradeoff.defenses import register_defense
-from tradeoff.defenses.common import add_artifact, check_choice, check_range
 from tradeoff.errors import TradeoffError
-from tradeoff.objectives import model_mode
+from tradeoff.handoff import TrainedRun
+from tradeoff.metrics import evaluate
 from tradeoff.progress import progress_bar
+from tradeoff.spec import option
 
 MAD_CONSISTENCY = 1.4826  # makes the MAD a consistent estimator of a normal distribution's std
-UNLEARN_MODES = ("auto", "flagged", "target", "none")
 
 
 @dataclass
 class CleanseOptions:
-    labels: str = "all"  # all | target (the paper)
-    epochs: int = 20
-    batch_size: int = 100
-    lr: float = 0.1
-    init_cost: float = 1e-3
-    patience: int = 5
-    cost_up: float = 2.0
-    cost_down: float = 2 ** 1.5
-    success_threshold: float = 0.99
-    labels_per_pass: int = 10  # labels optimised together in one batched computation
-    holdout_fraction: float = 0.5  # share of the test set that is the defender's clean data
-    reverse_images: Optional[int] = None  # images of the defender's data used to reverse (default all)
-    anomaly_threshold: float = 2.0
-    unlearn: str = "auto"  # auto (flagged labels; the target when labels: target) | flagged | target | none
-    unlearn_epochs: int = 10
-    unlearn_fraction: float = 0.2
-    unlearn_lr: float = 0.01
-    unlearn_batch_size: int = 100
-
-    def check(self):
-        w = "backdoor_defenses.neural-cleanse"
-        check_choice(self.labels, ("all", "target"), f"{w}.labels")
-        check_choice(self.unlearn, UNLEARN_MODES, f"{w}.unlearn")
-        for key in ("epochs", "batch_size", "patience", "labels_per_pass", "unlearn_batch_size"):
-            check_range(getattr(self, key) >= 1, f"{w}.{key} must be at least 1.")
-        check_range(self.unlearn_epochs >= 0, f"{w}.unlearn_epochs must be >= 0.")
-        for key in ("lr", "cost_up", "cost_down", "unlearn_lr"):
-            check_range(getattr(self, key) > 0, f"{w}.{key} must be > 0.")
-        check_range(self.init_cost >= 0, f"{w}.init_cost must be >= 0.")
-        check_range(0 < self.success_threshold <= 1, f"{w}.success_threshold must be in (0, 1].")
-        check_range(0 < self.holdout_fraction < 1, f"{w}.holdout_fraction must be in (0, 1).")
-        check_range(0 <= self.unlearn_fraction <= 1, f"{w}.unlearn_fraction must be in [0, 1].")
-        check_range(self.reverse_images is None or self.reverse_images >= 1, f"{w}.reverse_images must be >= 1.")
+    labels: Literal["all", "target"] = option("all", doc="reverse every label (MAD anomaly index) or the "
+                                              "target only (the paper)")
+    epochs: int = option(20, doc="reverse-engineering epochs", min=1)
+    batch_size: int = option(100, doc="reverse-engineering batch", min=1)
+    lr: float = option(0.1, doc="Adam learning rate of mask and pattern", above=0)
+    init_cost: float = option(1e-3, doc="initial lambda of the mask's L1 norm", min=0)
+    patience: int = option(5, doc="epochs before lambda is adapted", min=1)
+    cost_up: float = option(2.0, doc="lambda factor after success", above=0)
+    cost_down: float = option(2 ** 1.5, doc="lambda divisor after failure", above=0)
+    success_threshold: float = option(0.99, doc="attack success that counts as reversed", above=0, max=1)
+    labels_per_pass: int = option(10, doc="labels optimised together in one batched computation", min=1)
+    holdout_fraction: float = option(0.5, doc="share of the test set that is the defender's clean data",
+                                     above=0, below=1)
+    reverse_images: Optional[int] = option(None, doc="defender images used to reverse (default all)", min=1)
+    anomaly_threshold: float = option(2.0, doc="flag labels whose anomaly index exceeds this")
+    unlearn: Literal["auto", "flagged", "target", "none"] = option(
+        "auto", doc="labels to unlearn; auto: the flagged ones (the target with labels: target)")
+    unlearn_epochs: int = option(10, doc="fine-tuning epochs", min=0)
+    unlearn_fraction: float = option(0.2, doc="share of each batch stamped with a reversed trigger", min=0, max=1)
+    unlearn_lr: float = option(0.01, doc="SGD learning rate of unlearning", above=0)
+    unlearn_batch_size: int = option(100, doc="unlearning batch", min=1)
 
 
 @dataclass
@@ -237,20 +227,19 @@ def holdout_split(test_set, fraction: float, seed: int) -> tuple[ImageSet, Image
     return ImageSet(test_set.x[first], test_set.y[first]), ImageSet(test_set.x[rest], test_set.y[rest])
 
 
-def _measure(model, measure_set, outcome) -> dict:
-    from tradeoff.metrics import evaluate
+def clean_metrics(model, measure_set, run: TrainedRun) -> dict:
+    """Accuracy and backdoor success of ``model`` on ``measure_set`` (no adversarial evaluation)."""
+    clean_only = dataclasses.replace(run.spec.eval, adversarial=False, certified_eps=None)
+    return evaluate(model, measure_set, run.data.trigger, run.data.target, clean_only, run.device,
+                    show_progress=False)
 
-    spec, extras = outcome.spec, outcome.extras
-    return evaluate(model, measure_set, extras["trigger"], spec.poison.target, spec.eval.attack,
-                    spec.eval.batch_size, extras["device"], adversarial=False, show_progress=False)
 
-
-@register_defense("neural-cleanse", CleanseOptions)
-def cleanse_defense(outcome, opts: CleanseOptions, log, show_progress) -> dict:
-    spec, extras = outcome.spec, outcome.extras
-    device, model, target = extras["device"], outcome.model, spec.poison.target
-    num_classes = extras["bundle"].num_classes
-    defender, measure_set = holdout_split(extras["bundle"].test, opts.holdout_fraction, spec.seed)
+@BACKDOOR_DEFENSES.register("neural-cleanse", options=CleanseOptions)
+def cleanse_defense(run: TrainedRun, opts: CleanseOptions, log, show_progress) -> dict:
+    """Neural Cleanse (Wang et al. 2019): reverse-engineer triggers, flag outliers, unlearn."""
+    spec, device, model, target = run.spec, run.device, run.model, run.data.target
+    num_classes = run.data.num_classes
+    defender, measure_set = holdout_split(run.data.test, opts.holdout_fraction, spec.seed)
     g = torch.Generator().manual_seed(spec.seed + 3)
     x_rev = defender.x
     if opts.reverse_images is not None and opts.reverse_images < len(x_rev):
@@ -277,14 +266,14 @@ def cleanse_defense(outcome, opts: CleanseOptions, log, show_progress) -> dict:
             "cleanse_flagged_labels": " ".join(map(str, flagged)),
             "cleanse_target_flagged": target in flagged,
         })
-        add_artifact(outcome, "cleanse.safetensors", {"labels": torch.tensor(labels), "masks": rev.masks,
+        run.add_artifact("cleanse.safetensors", {"labels": torch.tensor(labels), "masks": rev.masks,
                                                       "patterns": rev.patterns, "l1": rev.l1, "anomaly_index": index})
     else:
-        add_artifact(outcome, "cleanse.safetensors", {"labels": torch.tensor(labels), "masks": rev.masks,
+        run.add_artifact("cleanse.safetensors", {"labels": torch.tensor(labels), "masks": rev.masks,
                                                       "patterns": rev.patterns, "l1": rev.l1})
     mode = opts.unlearn if opts.unlearn != "auto" else ("flagged" if opts.labels == "all" else "target")
     chosen = {"flagged": flagged, "target": [target], "none": []}[mode]
-    before = _measure(model, measure_set, outcome)
+    before = clean_metrics(model, measure_set, run)
     metrics.update({"cleanse_unlearned_labels": " ".join(map(str, chosen)),
                     "cleanse_accuracy_before": before["accuracy"],
                     "cleanse_backdoor_success_rate_before": before["backdoor_success_rate"]})
@@ -292,8 +281,8 @@ def cleanse_defense(outcome, opts: CleanseOptions, log, show_progress) -> dict:
         pick = torch.tensor([labels.index(t) for t in chosen])
         cleaned = unlearn(model, defender.x.to(device), defender.y.to(device), rev.masks[pick], rev.patterns[pick],
                           opts, g, show_progress)
-        after = _measure(cleaned, measure_set, outcome)
-        add_artifact(outcome, "cleanse_model.safetensors", cleaned.state_dict())
+        after = clean_metrics(cleaned, measure_set, run)
+        run.add_artifact("cleanse_model.safetensors", cleaned.state_dict())
     else:
         log("neural cleanse: no label to unlearn; the model is unchanged")
         after = before

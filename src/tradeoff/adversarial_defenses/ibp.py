@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
+from dataclasses import dataclass
+from typing import Optional
+
+from tradeoff.adversarial_defenses.base import OBJECTIVES, Objective
 from tradeoff.bounds import worst_case_logits
-from tradeoff.objectives import OBJECTIVES, Objective
+from tradeoff.spec import option
 
 
 def ramp(step: int, warmup: int, length: int) -> float:
@@ -23,19 +27,27 @@ def ramp(step: int, warmup: int, length: int) -> float:
     return min(1.0, (step - warmup) / length)
 
 
-@OBJECTIVES.register("ibp")
+@dataclass
+class IBPOptions:
+    ibp_eps: Optional[float] = option(None, doc="training eps; unset: adversarial_defense.attack.eps", min=0)
+    ibp_warmup_steps: int = option(2000, doc="steps at eps 0 and nominal loss only", min=0)
+    ibp_ramp_steps: int = option(10000, doc="steps of the linear ramp of eps and the loss mix", min=0)
+    ibp_final_mix: float = option(0.5, doc="weight of the verified loss after the ramp", min=0, max=1)
+
+
+@OBJECTIVES.register("ibp", options=IBPOptions)
 class IBPTraining(Objective):
     """Nominal cross-entropy mixed with the verified cross-entropy over worst-case margins."""
 
     def train_eps(self) -> float:
-        d = self.spec.defense
-        return d.ibp_eps if d.ibp_eps is not None else d.attack.eps
+        eps = self.options.ibp_eps
+        return eps if eps is not None else self.defense.attack.eps
 
     def schedule(self, step: int) -> tuple[float, float]:
         """(training eps, weight of the verified loss) at global step ``step``."""
-        d = self.spec.defense
-        t = ramp(step, d.ibp_warmup_steps, d.ibp_ramp_steps)
-        return t * self.train_eps(), t * d.ibp_final_mix
+        o = self.options
+        t = ramp(step, o.ibp_warmup_steps, o.ibp_ramp_steps)
+        return t * self.train_eps(), t * o.ibp_final_mix
 
     def loss(self, model, x, y, step):
         eps, kappa = self.schedule(step)

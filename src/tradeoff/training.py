@@ -4,69 +4,14 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 
-from tradeoff.data.augment import pad_crop_flip
+from tradeoff import distributed
+from tradeoff.device import autocast_for
 from tradeoff.progress import progress_bar
 from tradeoff.registry import Registry
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-class InMemoryBatches:
-    """Shuffled minibatches of device-resident tensors; augmentation on the device.
-
-    With ``world > 1`` each rank takes its own slice of the same global permutation
-    (every rank draws the same permutation from the same seed)."""
-
-    def __init__(self, x, y, batch_size: int, augment: bool, seed: int, rank: int = 0, world: int = 1):
-        self.x, self.y = x, y
-        self.batch_size, self.augment, self.seed = batch_size, augment, seed
-        self.rank, self.world = rank, world
-        self.steps_per_epoch = len(global_batches(len(y), batch_size, world))
-        # Augmentation draws on the data's device (no host round trip per batch).
-        self._augment_gen = torch.Generator(device=x.device).manual_seed(seed + 7919 * (rank + 1))
-        self.last_global_size = 0  # size of the global batch the last yielded slice belongs to
-
-    def epoch(self, index: int):
-        perm = epoch_permutation(len(self.y), self.seed, index).to(self.y.device)
-        for start, stop in global_batches(len(self.y), self.batch_size, self.world):
-            idx = perm[start:stop]
-            idx = idx[self.rank::self.world] if self.world > 1 else idx
-            xb, yb = self.x[idx], self.y[idx]
-            if self.augment:
-                xb = pad_crop_flip(xb, 2, self._augment_gen)
-            self.last_global_size = stop - start
-            yield xb, yb
-
-
-def training_batches(spec, bundle, train_tensors, device, ctx):
-    """This rank's batch source: in-memory tensors, or a streamed dataset's loader."""
-    if bundle.streamed:
-        return bundle.train.batches(spec.train.batch_size, spec.seed, device, ctx.rank, ctx.world)
-    return InMemoryBatches(*train_tensors, spec.train.batch_size, spec.data.augment, spec.seed, ctx.rank, ctx.world)
-
-
-def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The epoch's order of the training set: drawn on the CPU, so it is the same on every rank
-    and every device."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
-
-
-def global_batches(n: int, batch_size: int, world: int = 1) -> list[tuple[int, int]]:
-    """(start, stop) of each global batch of an epoch. With several ranks a last batch smaller
-    than the number of ranks is dropped (some rank would get no image)."""
-    bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-    if world > 1 and bounds and bounds[-1][1] - bounds[-1][0] < world:
-        bounds.pop()
-    return bounds
 
 
 def piecewise_lr(step: int, total: int, train_spec, steps_per_unit: int = 1) -> float:
@@ -86,27 +31,32 @@ def triangular_lr(step: int, total: int, train_spec, steps_per_unit: int = 1) ->
     return train_spec.lr * progress
 
 
-LR_POLICIES = Registry("learning-rate policy")
+LR_POLICIES = Registry("learning-rate policy", listed=False)
 LR_POLICIES.register("piecewise")(piecewise_lr)
 LR_POLICIES.register("triangular")(triangular_lr)
 
 
-def make_optimizer(model, train_spec) -> torch.optim.Optimizer:
-    if train_spec.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=train_spec.lr, weight_decay=train_spec.weight_decay)
-    # SGD: weight decay on weights only (not biases or batch-norm parameters), as the protocol.
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    rest = [p for p in model.parameters() if p.ndim <= 1]
-    return torch.optim.SGD([{"params": decay, "weight_decay": train_spec.weight_decay},
-                            {"params": rest, "weight_decay": 0.0}], lr=train_spec.lr,
+def make_adam(params_with_decay, other_params, train_spec) -> torch.optim.Optimizer:
+    """Adam with the spec's weight decay on every parameter."""
+    return torch.optim.Adam(params_with_decay + other_params, lr=train_spec.lr, weight_decay=train_spec.weight_decay)
+
+
+def make_sgd(params_with_decay, other_params, train_spec) -> torch.optim.Optimizer:
+    """SGD with momentum; weight decay on weights only (not biases or batch-norm parameters), as the protocol."""
+    return torch.optim.SGD([{"params": params_with_decay, "weight_decay": train_spec.weight_decay},
+                            {"params": other_params, "weight_decay": 0.0}], lr=train_spec.lr,
                            momentum=train_spec.momentum)
 
 
-def autocast_for(device: torch.device, precision: str):
-    if precision == "fp32":
-        return nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+OPTIMIZERS = Registry("optimizer", listed=False)
+OPTIMIZERS.register("adam")(make_adam)
+OPTIMIZERS.register("sgd")(make_sgd)
+
+
+def make_optimizer(model, train_spec) -> torch.optim.Optimizer:
+    weights = [p for p in model.parameters() if p.ndim > 1]
+    rest = [p for p in model.parameters() if p.ndim <= 1]
+    return OPTIMIZERS.get(train_spec.optimizer)(weights, rest, train_spec)
 
 
 @dataclass
@@ -124,8 +74,6 @@ def total_steps(train_spec, steps_per_epoch: int) -> int:
 def prepare_for_training(model, train_spec, device, ctx=None):
     """The module the loop calls: channels-last, DDP-wrapped in a distributed run, compiled on
     request. Parameters are shared with ``model``, which stays the one to save and evaluate."""
-    from tradeoff import distributed
-
     if train_spec.channels_last:
         model.to(memory_format=torch.channels_last)
     net = distributed.wrap(model, ctx or distributed.SINGLE, device)
@@ -137,8 +85,6 @@ def train_model(model, batches, objective, train_spec, device, log=print, show_p
     """Run ``objective`` over ``batches`` for the spec's number of steps. ``ctx``: the
     :class:`tradeoff.distributed.DistContext` of a data-parallel run (``batches`` then yields this
     rank's slices and sets ``last_global_size``)."""
-    from tradeoff import distributed
-
     ctx = ctx or distributed.SINGLE
     net = prepare_for_training(model, train_spec, device, ctx)
     memory_format = torch.channels_last if train_spec.channels_last else torch.contiguous_format

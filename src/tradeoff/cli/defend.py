@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 
-from tradeoff.cli import command
+import yaml
+
+from tradeoff.cli.base import command
+from tradeoff.defend import defend_run_folder
 from tradeoff.errors import TradeoffError
 
 
 def parse_options(pairs: list[str]) -> dict:
-    import yaml
-
     options = {}
     for pair in pairs:
         if "=" not in pair:
@@ -25,7 +26,7 @@ def parse_options(pairs: list[str]) -> dict:
 
 
 @command("defend", "run a backdoor defence (spectral, activation-clustering, neural-cleanse) on a finished run folder")
-def _configure_defend(p: argparse.ArgumentParser):
+def configure_defend(p: argparse.ArgumentParser):
     p.add_argument("run_dir", help="a finished run folder (spec.yaml, model.safetensors, metrics.json)")
     p.add_argument("--defense", required=True, help="spectral | activation-clustering | neural-cleanse")
     p.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
@@ -35,8 +36,6 @@ def _configure_defend(p: argparse.ArgumentParser):
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
 
     def handle(args) -> int:
-        from tradeoff.defenses.runfolder import defend_run_folder
-
         entry = {"name": args.defense, **parse_options(args.options)}
         result = defend_run_folder(args.run_dir, entry, args.data_root, args.device,
                                    show_progress=not args.quiet, echo=not args.quiet)

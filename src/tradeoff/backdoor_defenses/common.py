@@ -3,20 +3,23 @@ examine, detection metrics, and the optional retraining without the removed imag
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
+from tradeoff.adversarial_defenses import model_mode
+from tradeoff.backdoor_defenses.retrain import retrain_without
 from tradeoff.errors import TradeoffError
-from tradeoff.objectives import model_mode
+from tradeoff.handoff import TrainedRun
 
 
-def training_set(outcome, defense: str):
-    """(poisoned training images, their training labels, ground-truth poison mask) of an outcome."""
-    tensors = outcome.extras.get("train_tensors")
-    if tensors is None:
+def training_set(run: TrainedRun, defense: str):
+    """(poisoned training images, their training labels, ground-truth poison mask) of a run."""
+    if run.data.streamed:
         raise TradeoffError(f"the {defense} defence needs an in-memory training set; "
-                            f"dataset {outcome.spec.data.dataset!r} is streamed.")
-    x, y = tensors
-    return x, y, outcome.extras["plan"].mask.to(y.device)
+                            f"dataset {run.spec.data.dataset!r} is streamed.")
+    train = run.data.train
+    return train.x, train.y, run.data.poison_mask.to(train.y.device)
 
 
 def representations(model, x: torch.Tensor, layer: str | None = None, batch_size: int = 500) -> torch.Tensor:
@@ -44,6 +47,9 @@ def representations(model, x: torch.Tensor, layer: str | None = None, batch_size
     return torch.cat(captured)
 
 
+Scope = Literal["target", "all"]  # the classes a filter examines
+
+
 def examined_classes(scope: str, target: int, labels: torch.Tensor) -> list[int]:
     """The classes a filter looks at: the target class only (the paper) or every class present."""
     if scope == "target":
@@ -66,31 +72,13 @@ def detection_metrics(prefix: str, removed: torch.Tensor, poisoned: torch.Tensor
     }
 
 
-def retrain_metrics(prefix: str, outcome, removed: torch.Tensor, log, show_progress: bool) -> dict:
+def retrain_metrics(prefix: str, run: TrainedRun, removed: torch.Tensor, log, show_progress: bool) -> dict:
     """The spec trained again without the removed images: the "with defence" success rate."""
-    from tradeoff.defenses.retrain import retrain_without
-
     log(f"{prefix}: retraining without the {int(removed.sum())} removed images")
-    metrics = retrain_without(outcome, removed, log, show_progress)
+    metrics = retrain_without(run, removed, log, show_progress)
     return {
-        f"{prefix}_backdoor_success_rate_before": outcome.metrics.get("backdoor_success_rate"),
+        f"{prefix}_backdoor_success_rate_before": run.metrics.get("backdoor_success_rate"),
         f"{prefix}_backdoor_success_rate_after": metrics["backdoor_success_rate"],
-        f"{prefix}_accuracy_before": outcome.metrics.get("accuracy"),
+        f"{prefix}_accuracy_before": run.metrics.get("accuracy"),
         f"{prefix}_accuracy_after": metrics["accuracy"],
     }
-
-
-def check_choice(value, allowed: tuple, where: str) -> None:
-    if value not in allowed:
-        raise TradeoffError(f"{where} must be one of {', '.join(map(repr, allowed))}, not {value!r}.")
-
-
-def check_range(ok: bool, message: str) -> None:
-    if not ok:
-        raise TradeoffError(message)
-
-
-def add_artifact(outcome, file_name: str, tensors: dict) -> None:
-    """Tensors for the run folder (saved by the experiment or ``tradeoff defend``)."""
-    outcome.extras.setdefault("artifacts", {})[file_name] = {
-        k: v.detach().cpu().contiguous() for k, v in tensors.items()}

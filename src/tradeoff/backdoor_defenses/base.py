@@ -1,0 +1,34 @@
+"""The backdoor-defence registry and how a spec entry becomes a defence's options."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from tradeoff.errors import TradeoffError
+from tradeoff.handoff import TrainedRun
+from tradeoff.options import build
+from tradeoff.registry import Registry
+
+# name -> fn(run: TrainedRun, options, log, show_progress) -> dict of prefixed metrics
+BACKDOOR_DEFENSES: Registry[Callable] = Registry("backdoor defence", plural="backdoor-defenses")
+
+
+def parse_options(entry: dict):
+    """A ``backdoor_defenses`` entry ({name: ..., options...}) as its defence's options dataclass
+    (keys, types and bounds checked)."""
+    if not isinstance(entry, dict) or "name" not in entry:
+        raise TradeoffError(f"backdoor_defenses entries must be mappings with a 'name', not {entry!r}.")
+    name = entry["name"]
+    options_cls = BACKDOOR_DEFENSES.entry(name, where="backdoor_defenses").options
+    return build(options_cls, {k: v for k, v in entry.items() if k != "name"}, f"backdoor_defenses.{name}")
+
+
+def check_entry(entry: dict) -> None:
+    """Validate one ``backdoor_defenses`` entry without running it."""
+    parse_options(entry)
+
+
+def run_backdoor_defense(entry: dict, run: TrainedRun, log=print, show_progress: bool = False) -> dict:
+    """Run one ``backdoor_defenses`` entry on a trained run; returns metrics prefixed with the
+    defence's short name."""
+    return BACKDOOR_DEFENSES.get(entry["name"])(run, parse_options(entry), log, show_progress)

@@ -1,0 +1,38 @@
+"""What every subcommand shares: the command registry, common options and the result table."""
+
+from __future__ import annotations
+
+import argparse
+
+from tradeoff.registry import Registry
+from tradeoff.tables import text_table
+
+COMMANDS: Registry = Registry("command", listed=False)
+
+RESULT_COLUMNS = ["run", "adversarial_defense", "accuracy", "adversarial_robustness", "backdoor_success_rate"]
+RESULT_HEADERS = ["run", "adversarial defence", "accuracy %", "adv. robustness %", "backdoor success %"]
+
+
+def command(name: str, help: str):
+    """Register ``configure(parser) -> handler(args) -> exit code`` as subcommand ``name``."""
+    def add(configure):
+        COMMANDS.register(name, description=help)(configure)
+        return configure
+
+    return add
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec field, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument("--data-root", help="folder holding the datasets (default: $TRADEOFF_DATA, else ~/.cache/tradeoff)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+
+
+def with_data_root(overrides: list[str], data_root: str | None) -> list[str]:
+    return overrides + ([f"data.root={data_root}"] if data_root else [])
+
+
+def print_results(runs) -> None:
+    rows = [{"run": r.run_dir.name if r.run_dir else r.spec.name, **r.metrics} for r in runs]
+    print(text_table(rows, RESULT_COLUMNS, RESULT_HEADERS))

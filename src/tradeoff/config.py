@@ -1,0 +1,185 @@
+"""Specs from YAML and ``--set`` overrides: reading, layering, building and validating.
+
+Validation goes through the component registries: a section's kind (``trigger.kind``, ...) must
+be a registered name, and the section's other keys are either the section's own fields or the
+options that component declares. A layer (a ``base:`` file, a preset, ``--set``) that changes a
+section's kind drops the options of the kind it replaces, so that layers never mix two kinds'
+options. Spec keys of earlier versions are one sentence naming their new name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import yaml
+
+# The component packages register their kinds on import; validation needs every registry.
+from tradeoff import adversarial_defenses, attacks, backdoor_defenses, data, device, models, poisoning  # noqa: F401
+from tradeoff import training, triggers  # noqa: F401
+from tradeoff.backdoor_defenses import check_entry
+from tradeoff.errors import TradeoffError
+from tradeoff.options import build, close_match
+from tradeoff.registry import registry_of
+from tradeoff.spec import SECTIONS, Spec, kinded_sections, renamed_key
+
+
+# --------------------------------------------------------------------------- reading and layering
+
+
+def read_yaml(path: str | Path, what: str = "spec file") -> dict:
+    """A YAML mapping from ``path`` (``yaml.safe_load``), or one sentence saying what is wrong."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise TradeoffError(f"{what} {str(path)!r} does not exist.") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise TradeoffError(f"{what} {str(path)!r} cannot be read ({e.__class__.__name__}).") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise TradeoffError(f"{what} {str(path)!r} is not valid YAML{at}.") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise TradeoffError(f"{what} {str(path)!r} must hold a mapping.")
+    return raw
+
+
+def merge(base: dict, update: dict) -> dict:
+    """``update`` layered over ``base`` (nested mappings merged). Where ``update`` changes a
+    section's kind, the options of the replaced kind are dropped."""
+    out = dict(base)
+    kinded = kinded_sections()
+    for key, value in update.items():
+        old = out.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            cls = kinded.get(key)
+            if cls is not None and cls.kind_key in value and value[cls.kind_key] != old.get(
+                    cls.kind_key, _default(cls, cls.kind_key)):
+                old = {k: v for k, v in old.items() if k in _common_fields(cls)}
+            out[key] = merge(old, value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """``["train.epochs=3", "adversarial_defense.objective=pgd"]`` -> a nested dict (values as YAML)."""
+    nested: dict = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise TradeoffError(f"--set expects key=value, got {pair!r}.")
+        key, text = pair.split("=", 1)
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError:
+            value = text
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise TradeoffError(f"--set {key!r} conflicts with another --set.")
+        node[parts[-1]] = value
+    return nested
+
+
+def load_spec(path: str | Path | None = None, overrides: list[str] | dict | None = None,
+              base: dict | None = None) -> Spec:
+    """Read a YAML spec (or start from ``base`` or the defaults), apply ``--set`` overrides, build
+    and validate. A spec file may name ``base: other.yaml`` (relative to itself) to inherit from it."""
+    raw: dict = dict(base or {})
+    if path is not None:
+        raw = merge(raw, _read_with_bases(Path(path), set()))
+    if overrides:
+        raw = merge(raw, parse_overrides(overrides) if isinstance(overrides, list) else overrides)
+    spec = spec_from_dict(raw)
+    if path is not None and "name" not in raw:
+        spec.name = Path(path).stem
+    return spec
+
+
+def _read_with_bases(path: Path, seen: set) -> dict:
+    if path.resolve() in seen:
+        raise TradeoffError(f"spec file {str(path)!r} inherits from itself.")
+    seen.add(path.resolve())
+    raw = read_yaml(path)
+    parent = raw.pop("base", None)
+    if parent is None:
+        return raw
+    return merge(_read_with_bases(path.parent / str(parent), seen), raw)
+
+
+# --------------------------------------------------------------------------- building
+
+
+def spec_from_dict(raw: dict) -> Spec:
+    """A validated :class:`Spec` from plain data (a YAML mapping with every layer applied)."""
+    if not isinstance(raw, dict):
+        raise TradeoffError(f"a spec must be a mapping, not {raw!r}.")
+    renamed = renamed_key(raw)
+    if renamed:
+        raise TradeoffError(f"{renamed}; rename it in the spec.")
+    top = {k: v for k, v in raw.items() if k not in SECTIONS}
+    spec = build(Spec, top, "", skip=tuple(SECTIONS))
+    for name, cls in SECTIONS.items():
+        setattr(spec, name, build_section(name, cls, raw.get(name)))
+    for entry in spec.backdoor_defenses:
+        check_entry(entry)  # the defence's name and every option, before any training
+    for item in spec.train.lr_schedule:
+        if not (isinstance(item, list) and len(item) == 2 and all(isinstance(v, (int, float)) for v in item)):
+            raise TradeoffError(f"train.lr_schedule entries must be [at, lr] pairs, not {item!r}.")
+    return spec
+
+
+def section(name: str, **keys):
+    """One spec section from its YAML keys, built and validated: ``section("trigger", size=2)``
+    (for Python users and tests; a kinded section's options sit flat beside its kind)."""
+    if name not in SECTIONS:
+        raise TradeoffError(f"unknown spec section {name!r}; choose one of: {', '.join(SECTIONS)}.")
+    return build_section(name, SECTIONS[name], keys)
+
+
+def build_section(name: str, cls, raw):
+    """One section; for a kinded section, its common fields plus the chosen component's options."""
+    if not hasattr(cls, "kind_key"):
+        return build(cls, raw, name)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise TradeoffError(f"spec section {name!r} must be a mapping, not {raw!r}.")
+    common = _common_fields(cls)
+    section = build(cls, {k: v for k, v in raw.items() if k in common}, name, skip=("options",))
+    kind = getattr(section, cls.kind_key)
+    registry = registry_of(cls.registry)
+    entry = registry.entry(kind, where=f"{name}.{cls.kind_key}")
+    rest = {k: v for k, v in raw.items() if k not in common}
+    for key in rest:
+        if entry.options is None or key not in {f.name for f in dataclasses.fields(entry.options)}:
+            raise TradeoffError(_not_an_option(name, cls, registry, kind, key))
+    section.options = build(entry.options, rest, name) if entry.options is not None else None
+    return section
+
+
+def _not_an_option(section: str, cls, registry, kind: str, key: str) -> str:
+    owners = [e.name for e in registry.entries()
+              if e.options is not None and key in {f.name for f in dataclasses.fields(e.options)}]
+    where = f"{section}.{key}"
+    if owners:
+        return (f"spec key {where!r} is an option of {registry.kind} {' or '.join(map(repr, owners))}, "
+                f"not of {kind!r}.")
+    known = list(_common_fields(cls)) + [f.name for e in registry.entries() if e.options is not None
+                                         for f in dataclasses.fields(e.options)]
+    return f"unknown spec key {where!r}{close_match(key, known, section + '.')}."
+
+
+def _common_fields(cls) -> tuple:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name != "options")
+
+
+def _default(cls, field_name: str):
+    return next(f.default for f in dataclasses.fields(cls) if f.name == field_name)

@@ -1,0 +1,8 @@
+"""Poisoning methods by name (``tradeoff list poisoning``): which training images get the
+trigger, and whether their labels change. Each method is one module that declares its options
+(its poison rate, named for what it counts) and registers itself."""
+
+from tradeoff.poisoning.base import POISONING_METHODS, PoisonPlan, plan_poison
+from tradeoff.poisoning import clean_label, dirty_label  # noqa: F401  (register the methods)
+
+__all__ = ["POISONING_METHODS", "PoisonPlan", "plan_poison"]
