@@ -1,0 +1,42 @@
+"""Swept tables beside the paper's numbers: Markdown, CSV, a self-contained HTML page and
+trade-off plots (adversarial robustness against backdoor success rate, each standard run joined
+to its adversarially trained twin).
+
+The report reads the manifests ``sweep-<table>-<preset>.json`` a sweep leaves in its folder and
+finds each cell's finished run folders by spec digest; values are means over seeds with the sample
+standard deviation, in percent like the paper's (``paper_tables.csv`` ships with the package).
+
+Modules: :mod:`.paper` (the paper's numbers), :mod:`.collect` (run results into tables),
+:mod:`.layout` (grid and formatting shared by the formats), :mod:`.markdown`, :mod:`.csvfile`,
+:mod:`.htmlpage` and :mod:`.plots` (one output format each); this module writes them all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tradeoff.report.collect import build_reports
+from tradeoff.report.csvfile import csv_text
+from tradeoff.report.htmlpage import html_page
+from tradeoff.report.markdown import markdown_text
+from tradeoff.report.paper import paper_values
+from tradeoff.report.plots import plot_tradeoff
+from tradeoff.runs import write_text_atomic
+
+__all__ = ["build_reports", "paper_values", "write_report"]
+
+
+def write_report(folder: str | Path, dest: str | Path | None = None) -> list[Path]:
+    """report.md, report.csv, report.html and one trade-off PNG per table with pairs."""
+    tables = build_reports(folder)
+    dest = Path(dest) if dest else Path(folder)
+    dest.mkdir(parents=True, exist_ok=True)
+    plots = {}
+    for t in tables:
+        png = plot_tradeoff(t, dest / f"tradeoff-{t.id}-{t.preset}.png")
+        if png is not None:
+            plots[t.key] = png
+    paths = [dest / "report.md", dest / "report.csv", dest / "report.html"]
+    for path, text in zip(paths, (markdown_text(tables, plots), csv_text(tables), html_page(tables, plots))):
+        write_text_atomic(path, text)
+    return paths + list(plots.values())
