@@ -16,7 +16,7 @@ def test_quickstart_specs_run_offline_on_builtin_data():
     spec = quickstart_specs()[0]
     spec.train.epochs = 3
     run = run_experiment(spec, show_progress=False)
-    assert run.metrics["accuracy"] > 0.8
+    assert run.metrics["accuracy"] > 0.8 and run.metrics["collapsed"] is False
     sevens = int((run.data.train.targets == 7).sum())
     assert run.metrics["poisoned_images"] == round(0.5 * sevens)  # half of class 7, labels kept
 
@@ -32,3 +32,18 @@ def test_real_mnist_standard_and_pgd(mnist_root):
                          show_progress=False).metrics
     assert std["accuracy"] > 0.9 and std["adversarial_robustness"] < 0.1
     assert adv["adversarial_robustness"] > std["adversarial_robustness"] + 0.1
+
+
+def test_quickstart_paired_change_over_seeds_by_hand():
+    """The quickstart's summary: the pgd - standard difference per seed, its mean, sample std and
+    95% t interval, against a hand computation (t_{0.975, 2} = 4.302653 from tables)."""
+    from types import SimpleNamespace
+
+    from tradeoff.quickstart import paired_change
+
+    runs = [SimpleNamespace(metrics={"backdoor_success_rate": v}) for v in (0.1, 0.2, 0.0, 0.3, 0.2, 0.4)]
+    mean, sd, (lo, hi) = paired_change(runs)  # differences 0.1, 0.3, 0.2
+    assert mean == pytest.approx(0.2) and sd == pytest.approx(0.1)
+    half = 4.302653 * 0.1 / 3 ** 0.5
+    assert lo == pytest.approx(0.2 - half, abs=1e-6) and hi == pytest.approx(0.2 + half, abs=1e-6)
+    assert paired_change(runs[:2])[1:] == (None, None)

@@ -1,6 +1,6 @@
 """tradeoff: adversarial robustness versus backdoor robustness, reproducibly."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from tradeoff.config import load_spec  # noqa: E402
 from tradeoff.errors import TradeoffError  # noqa: E402

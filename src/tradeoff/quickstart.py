@@ -3,8 +3,16 @@ of class 7, one standard and one PGD-trained small CNN."""
 
 from __future__ import annotations
 
-from tradeoff.experiment import run_experiment
+import math
+import statistics
+
+from scipy.stats import t as t_dist
+
 from tradeoff.config import load_spec
+from tradeoff.errors import TradeoffError
+from tradeoff.experiment import run_experiment
+from tradeoff.handoff import TrainedRun
+from tradeoff.spec import Spec
 
 QUICKSTART = {
     "data": {"dataset": "digits"},
@@ -20,15 +28,31 @@ VARIANTS = {"standard": {"adversarial_defense": {"objective": "none"}},
             "pgd": {"adversarial_defense": {"objective": "pgd"}}}
 
 
-def quickstart_specs():
+def quickstart_specs(seed: int = 0) -> list[Spec]:
+    """The standard and the PGD spec with ``seed`` (named ``standard``/``pgd``, ``-sN`` from seed 1)."""
     specs = []
     for name, variant in VARIANTS.items():
-        spec = load_spec(None, variant, base=QUICKSTART)
-        spec.name = name
+        spec = load_spec(None, {**variant, "seed": seed}, base=QUICKSTART)
+        spec.name = name if seed == 0 else f"{name}-s{seed}"
         specs.append(spec)
     return specs
 
 
-def run_quickstart(out_dir, show_progress: bool = True):
+def run_quickstart(out_dir, show_progress: bool = True, seeds: int = 1) -> list[TrainedRun]:
+    """Both specs for seeds 0 .. seeds-1, in (standard, pgd) pairs."""
+    if seeds < 1:
+        raise TradeoffError(f"--seeds must be at least 1, not {seeds}.")
     return [run_experiment(spec, out_dir, show_progress=show_progress, echo=show_progress)
-            for spec in quickstart_specs()]
+            for seed in range(seeds) for spec in quickstart_specs(seed)]
+
+
+def paired_change(runs: list[TrainedRun], metric: str = "backdoor_success_rate") -> tuple[float, float | None, tuple | None]:
+    """(mean, sample std, 95% t interval) of pgd minus standard ``metric`` over the seeds' pairs;
+    std and interval are None with one seed."""
+    diffs = [adv.metrics[metric] - std.metrics[metric] for std, adv in zip(runs[0::2], runs[1::2])]
+    mean = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return mean, None, None
+    sd = statistics.stdev(diffs)
+    half = t_dist.ppf(0.975, len(diffs) - 1) * sd / math.sqrt(len(diffs))
+    return mean, sd, (mean - half, mean + half)

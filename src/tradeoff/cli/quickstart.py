@@ -7,20 +7,27 @@ import argparse
 from pathlib import Path
 
 from tradeoff.cli.base import command, print_results
-from tradeoff.quickstart import run_quickstart
+from tradeoff.quickstart import paired_change, run_quickstart
 
 
 @command("quickstart", "a standard and an adversarially trained model under a clean-label backdoor (offline, ~1 min)")
 def configure_quickstart(p: argparse.ArgumentParser):
     p.add_argument("--out", default="tradeoff-quickstart", help="output folder (default: tradeoff-quickstart)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 of both models (default: 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
 
     def handle(args) -> int:
-        runs = run_quickstart(args.out, show_progress=not args.quiet)
+        runs = run_quickstart(args.out, show_progress=not args.quiet, seeds=args.seeds)
         print_results(runs)
-        std, adv = (r.metrics["backdoor_success_rate"] for r in runs)
-        print(f"\nAdversarial training changed the backdoor success rate by {100 * (adv - std):+.1f} points "
-              f"({100 * std:.1f}% -> {100 * adv:.1f}%). Run folders and summary.csv in {Path(args.out)}/")
+        mean, sd, interval = paired_change(runs)
+        if sd is None:
+            std, adv = (r.metrics["backdoor_success_rate"] for r in runs)
+            change = f"by {100 * mean:+.1f} points ({100 * std:.1f}% -> {100 * adv:.1f}%; one seed, no interval)"
+        else:
+            change = (f"by {100 * mean:+.1f} ± {100 * sd:.1f} points (mean ± std of the paired difference over "
+                      f"{args.seeds} seeds; 95% t interval [{100 * interval[0]:+.1f}, {100 * interval[1]:+.1f}])")
+        print(f"\nAdversarial training changed the backdoor success rate {change}. "
+              f"Run folders and summary.csv in {Path(args.out)}/")
         return 0
 
     return handle
