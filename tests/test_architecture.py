@@ -94,7 +94,7 @@ def test_a_new_trigger_is_one_class_and_one_registration(capsys):
         assert main(["list", "triggers"]) == 0
         assert "test-dot" in capsys.readouterr().out
     finally:
-        TRIGGERS._entries.pop("test-dot")
+        TRIGGERS.unregister("test-dot")
 
 
 def test_registries_refuse_duplicates():

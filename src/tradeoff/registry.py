@@ -52,6 +52,10 @@ class Registry(Generic[T]):
 
         return add
 
+    def unregister(self, name: str) -> None:
+        """Remove a component (for code that registers one temporarily, such as tests)."""
+        self._entries.pop(name, None)
+
     def entry(self, name: str, where: Optional[str] = None) -> Entry[T]:
         try:
             return self._entries[name]

@@ -2,8 +2,7 @@
 
 from tradeoff.data.registry import DATASETS, DatasetInfo, Protocol, default_root
 from tradeoff.data.imageset import ImageSet, DataBundle
-from tradeoff.data import builtin as _builtin  # noqa: F401  (registers the built-in datasets)
-from tradeoff.data import folder as _folder  # noqa: F401  (registers imagefolder, imagenet)
+from tradeoff.data import builtin, folder  # noqa: F401  (register the built-in and folder datasets)
 from tradeoff.data.loading import load_data
 from tradeoff.data.augment import pad_crop_flip
 
