@@ -114,7 +114,7 @@ def test_layers_and_shared_cells():
         "seed": 1, "data": {"dataset": "mnist", "train_subset": 5000, "test_subset": None},
         "trigger": {"kind": "sticker", "pattern": "square", "size": 3, "corner": "bottom-right", "offset": 0},
         "poison": {"method": "clean-label", "target": 7, "fraction_of_target_class": 0.5},
-        "model": {"name": "small-cnn"}, "adversarial_defense": {"objective": "pgd"},
+        "model": {"name": "small-cnn"}, "adversarial_defense": {"objective": "pgd", "eps_ramp": 0.25},
         "train": {"epochs": 3, "batch_size": 100, "optimizer": "adam", "lr": 0.001}})
     assert g.cells[1].digest == resolve(by_hand).digest()
     assert g.cells[1].run_name == f"table1a-mnist-adv-training-s1-{g.cells[1].digest}"
@@ -164,7 +164,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 @pytest.mark.skipif(not os.environ.get("TRADEOFF_DATA"), reason="needs MNIST under $TRADEOFF_DATA")
 def test_smoke_sweep_on_real_mnist(tmp_path, one_thread):
     """End to end on real MNIST: the two fixed-position cells of Table 2(d) under the smoke preset,
-    then the report, which places both values beside the paper's (17.2 and 67.2)."""
+    then the report, which places both cells beside the paper's values (17.2 and 67.2). One epoch
+    on 300 images is not meant to converge: either cell may be marked collapsed instead of a value."""
     from tradeoff.report import write_report
 
     out = tmp_path / "sweep"
@@ -172,7 +173,9 @@ def test_smoke_sweep_on_real_mnist(tmp_path, one_thread):
     assert len(result.ran) == 2 and not result.failed
     write_report(out)
     md = (out / "report.md").read_text()
-    assert re.search(r"\| None \| \d+\.\d \(17\.2\) \|", md) and re.search(r"\| Adv. Training \| \d+\.\d \(67\.2\) \|", md)
+    ours = r"(\d+\.\d|collapsed)"
+    assert re.search(rf"\| None \| {ours} \(17\.2\) \|", md)
+    assert re.search(rf"\| Adv. Training \| {ours} \(67\.2\) \|", md)
 
 
 def test_manifest_keeps_cells_of_earlier_partial_sweeps(tmp_path):

@@ -8,7 +8,8 @@ import html
 from typing import Optional
 
 from tradeoff.report.collect import Entry, TableReport
-from tradeoff.report.layout import PAIR_HEADERS, caption, collapse_mark, fmt_number, fmt_spread, grid_layout, pair_rows
+from tradeoff.report.layout import (PAIR_HEADERS, caption, collapse_mark, fmt_number, fmt_spread, fmt_status,
+                                     grid_layout, pair_rows)
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #bbb;padding:3px 8px}
@@ -24,7 +25,7 @@ def _html_cell(e: Optional[Entry]) -> str:
         if e.collapsed:
             ours += f'<span class="miss">{html.escape(collapse_mark(e))}</span>'
     else:
-        ours = f'<span class="miss">{html.escape((e.status or "–") + collapse_mark(e))}</span>'
+        ours = f'<span class="miss">{html.escape(fmt_status(e))}</span>'
     paper = f' <span class="paper">({html.escape(fmt_number(e.paper, e.percent))})</span>' if e.paper is not None else ""
     return f"<td>{ours}{paper}</td>"
 

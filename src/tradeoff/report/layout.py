@@ -30,11 +30,15 @@ def fmt_spread(e: Entry) -> str:
     return ours
 
 
+def fmt_status(e: Entry) -> str:
+    """Why an entry has no value of ours ("collapsed" when every seed collapsed)."""
+    if e.status in ("", "not run", "not swept"):
+        return "–"
+    return e.status if e.status == "collapsed" else e.status + collapse_mark(e)
+
+
 def fmt_entry(e: Entry) -> str:
-    if e.values:
-        ours = fmt_spread(e) + collapse_mark(e)
-    else:
-        ours = "–" if e.status in ("", "not run", "not swept") else e.status + collapse_mark(e)
+    ours = fmt_spread(e) + collapse_mark(e) if e.values else fmt_status(e)
     return f"{ours} ({fmt_number(e.paper, e.percent)})" if e.paper is not None else ours
 
 
