@@ -2,7 +2,7 @@
 regulariser, the non-local denoising block, and their names in specs and summary labels.
 
 Every test compares against an independent reference: a brute-force computation written out
-here, or a well-known library (torchattacks, ART) used only in tests.
+here, or a well-known library (ART) used only in tests.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 import torch
@@ -303,24 +305,37 @@ def _library_accuracy(model, adv, y) -> float:
         return (model(torch.as_tensor(adv)).argmax(1) == y).float().mean().item()
 
 
+def _art_classifier(model, x):
+    from art.estimators.classification import PyTorchClassifier
+
+    return PyTorchClassifier(model=model, loss=nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+                             nb_classes=10, clip_values=(0.0, 1.0), device_type="cpu")
+
+
 @pytest.mark.parametrize("norm, eps, step, random_start", [
     ("linf", 0.1, 0.02, False), ("linf", 0.1, 0.02, True), ("l2", 1.0, 0.25, False), ("l2", 1.0, 0.25, True)])
-def test_pgd_agrees_with_torchattacks(trained_digits_model, norm, eps, step, random_start):
-    """Robust accuracy under our PGD within 1 point of torchattacks' PGD / PGDL2 on a fixed model
-    (500 digits test images). L2 with a random start is allowed 2 points: torchattacks draws the
-    start radius uniformly in [0, eps], we draw uniformly in the ball's volume (so the radius is
-    close to eps), which makes ours measurably (~1-1.5 points) weaker on this model."""
-    torchattacks = pytest.importorskip("torchattacks", reason="torchattacks (test extra) is not installed")
+def test_pgd_agrees_with_art_in_both_norms(trained_digits_model, norm, eps, step, random_start):
+    """Robust accuracy under our PGD within 1 point of ART's ProjectedGradientDescent (L-inf and
+    L2, with and without a random start) on a fixed model, 500 digits test images, true labels.
+    With a random start each draw moves either accuracy by about 0.7 points (measured over 5
+    seeds), so the means over 3 seeds are compared."""
+    pytest.importorskip("art", reason="adversarial-robustness-toolbox (test extra) is not installed")
+    from art.attacks.evasion import ProjectedGradientDescent
+
     model, x, y = trained_digits_model
-    torch.manual_seed(0)
-    ours = _robust_accuracy(model, x, y, AttackSpec(norm=norm, eps=eps, step_size=step, steps=10,
-                                                    random_start=random_start))
-    cls = torchattacks.PGD if norm == "linf" else torchattacks.PGDL2
-    attack = cls(model, eps=eps, alpha=step, steps=10, random_start=random_start)
-    torch.manual_seed(0)
-    theirs = _library_accuracy(model, attack(x, y), y)
+    attack = ProjectedGradientDescent(_art_classifier(model, x), norm=math.inf if norm == "linf" else 2, eps=eps,
+                                      eps_step=step, max_iter=10, num_random_init=int(random_start),
+                                      batch_size=500, verbose=False)
+    ours, theirs = [], []
+    for seed in range(3 if random_start else 1):
+        torch.manual_seed(seed)
+        ours.append(_robust_accuracy(model, x, y, AttackSpec(norm=norm, eps=eps, step_size=step, steps=10,
+                                                             random_start=random_start)))
+        np.random.seed(seed)  # ART draws its random start from numpy's global generator
+        theirs.append(_library_accuracy(model, attack.generate(x.numpy(), y=y.numpy()), y))
+    ours, theirs = float(np.mean(ours)), float(np.mean(theirs))
     assert 0.05 < ours < 0.95  # a non-trivial operating point
-    assert abs(ours - theirs) <= (0.02 if norm == "l2" and random_start else 0.01), (ours, theirs)
+    assert abs(ours - theirs) <= 0.01, (ours, theirs)
 
 
 def test_pgd_and_fgsm_agree_with_art(trained_digits_model):
@@ -328,11 +343,9 @@ def test_pgd_and_fgsm_agree_with_art(trained_digits_model):
     (ART is given the true labels; without them it attacks the model's own predictions)."""
     pytest.importorskip("art", reason="adversarial-robustness-toolbox (test extra) is not installed")
     from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
-    from art.estimators.classification import PyTorchClassifier
 
     model, x, y = trained_digits_model
-    clf = PyTorchClassifier(model=model, loss=nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
-                            nb_classes=10, clip_values=(0.0, 1.0), device_type="cpu")
+    clf = _art_classifier(model, x)
     pgd = ProjectedGradientDescent(clf, norm=math.inf, eps=0.1, eps_step=0.02, max_iter=10, num_random_init=0,
                                    batch_size=500, verbose=False)
     theirs = _library_accuracy(model, pgd.generate(x.numpy(), y=y.numpy()), y)
