@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from tradeoff import experiment
-from tradeoff.spec import load_spec
+from tradeoff.config import load_spec
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CONFIG_FOLDERS = ("mnist-cpu", "table1a-mnist-cpu")
@@ -65,11 +65,11 @@ def main() -> int:
         original, wrapper = timed_training(cpu)
         experiment.train_model = wrapper
         try:
-            outcome = experiment.run_experiment(spec, args.out, show_progress=False)
+            run = experiment.run_experiment(spec, args.out, show_progress=False)
         finally:
             experiment.train_model = original
-        m = outcome.metrics
-        rows.append({"objective": name, "defense": m["defense"], "accuracy": m["accuracy"],
+        m = run.metrics
+        rows.append({"objective": name, "adversarial_defense": m["adversarial_defense"], "accuracy": m["accuracy"],
                      "adversarial_robustness": m["adversarial_robustness"],
                      "backdoor_success_rate": m["backdoor_success_rate"], "train_steps": m["train_steps"],
                      "train_wall_s": m["train_seconds"], "train_cpu_s": round(cpu[0], 2)})

@@ -52,7 +52,7 @@ def child(args) -> None:
     import torch
 
     from tradeoff.experiment import run_experiment
-    from tradeoff.spec import load_spec
+    from tradeoff.config import load_spec
 
     raw = {"data": {"dataset": "imagenet", "root": args.root, "image_size": args.image_size, "workers": args.workers},
            "poison": {"target": 1}, "model": {"name": args.model, "width": args.width},
@@ -67,11 +67,11 @@ def child(args) -> None:
         torch.save(resnet50(num_classes=1000).state_dict(), path)  # torchvision format, 1000 classes
         raw["model"]["checkpoint"] = str(path)
     start = time.perf_counter()
-    outcome = run_experiment(load_spec(None, raw), None, show_progress=False)
+    run = run_experiment(load_spec(None, raw), None, show_progress=False)
     print(json.dumps({
         "seconds": round(time.perf_counter() - start, 1),
-        "train_images": outcome.metrics["train_images"], "test_images": outcome.metrics["test_images"],
-        "train_steps": outcome.metrics["train_steps"], "poisoned": outcome.metrics["poisoned_images"],
+        "train_images": run.metrics["train_images"], "test_images": run.metrics["test_images"],
+        "train_steps": run.metrics["train_steps"], "poisoned": run.metrics["poisoned_images"],
         "peak_rss_main_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_rss_largest_worker_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }))

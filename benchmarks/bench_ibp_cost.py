@@ -15,10 +15,11 @@ import time
 
 import torch
 
+from tradeoff.adversarial_defenses import make_objective
+from tradeoff.config import load_spec
 from tradeoff.models import build_model
-from tradeoff.objectives import make_objective
-from tradeoff.spec import load_spec, resolve
-from tradeoff.train import make_optimizer
+from tradeoff.resolve import resolve
+from tradeoff.training import make_optimizer
 
 SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32), "digits": (1, 16, 16)}
 
@@ -40,6 +41,9 @@ def time_objective(spec, shape, batch: int, steps: int, warmup: int, step_index:
     return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
 
 
+IBP_NOW = {"ibp": {"ibp_warmup_steps": 0, "ibp_ramp_steps": 1}}  # time the full IBP loss from the first step
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="mnist", choices=sorted(SHAPES))
@@ -54,8 +58,7 @@ def main(argv=None) -> None:
     for name in ("none", "pgd", "ibp"):
         spec = resolve(load_spec(None, {"data": {"dataset": args.dataset}, "model": {"name": args.model},
                                         "train": {"batch_size": args.batch},
-                                        "defense": {"adversarial": name, "ibp_warmup_steps": 0,
-                                                    "ibp_ramp_steps": 1}}))
+                                        "adversarial_defense": {"objective": name, **IBP_NOW.get(name, {})}}))
         wall, cpu = time_objective(spec, shape, args.batch, args.steps, args.warmup, step_index=10)
         rows.append((name, wall, cpu))
     per_epoch = args.epoch_images / args.batch

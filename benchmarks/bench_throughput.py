@@ -27,18 +27,21 @@ import time
 import torch
 import torch.nn.functional as F
 
-from tradeoff.experiment import prepare, seed_everything
+from tradeoff.adversarial_defenses import make_objective
+from tradeoff.config import load_spec
+from tradeoff.data.batches import InMemoryBatches
+from tradeoff.device import pick_device, seed_everything
+from tradeoff.experiment import prepare
 from tradeoff.metrics import evaluate
 from tradeoff.models import build_model
-from tradeoff.objectives import make_objective
-from tradeoff.spec import load_spec, resolve
-from tradeoff.train import InMemoryBatches, pick_device, train_model
+from tradeoff.resolve import resolve
+from tradeoff.training import train_model
 
 
 def make_spec(args, adversarial: str):
     raw = {"data": {"dataset": "mnist", "root": args.data_root, "test_subset": args.test_images},
            "model": {"name": "small-cnn"},
-           "defense": {"adversarial": adversarial, "attack": {"eps": 0.3, "step_size": 0.05, "steps": 10}},
+           "adversarial_defense": {"objective": adversarial, "attack": {"eps": 0.3, "step_size": 0.05, "steps": 10}},
            "eval": {"attack": {"eps": 0.3, "step_size": 0.05, "steps": 10}, "batch_size": args.eval_batch},
            "train": {"batch_size": args.batch, "device": args.device, "precision": args.precision,
                      "channels_last": args.channels_last}}
@@ -74,8 +77,8 @@ def toolkit_train(spec, data, device, steps):
 def toolkit_eval(spec, data, device, model):
     sync(device)
     start = time.perf_counter()
-    m = evaluate(model, data["test"], data["trigger"], spec.poison.target, spec.eval.attack, spec.eval.batch_size,
-                 device, show_progress=False, precision=spec.train.precision)
+    m = evaluate(model, data["test"], data["trigger"], spec.poison.target, spec.eval, device,
+                 precision=spec.train.precision, show_progress=False)
     sync(device)
     return m["test_images"] / (time.perf_counter() - start)
 
@@ -96,8 +99,8 @@ def bare_pgd(model, x, y, eps, step, steps):
 
 def bare_train(spec, data, device, steps):
     x, y = data["train"]
-    a = spec.defense.attack
-    adversarial = spec.defense.adversarial == "pgd"
+    a = spec.adversarial_defense.attack
+    adversarial = spec.adversarial_defense.objective == "pgd"
     model = fresh_model(spec, device)
     opt = torch.optim.Adam(model.parameters(), lr=spec.train.lr)
     bs, done = spec.train.batch_size, 0
@@ -180,8 +183,8 @@ def main():
     device = pick_device(args.device)
     seed_everything(0)
     specs = {"standard": make_spec(args, "none"), "pgd": make_spec(args, "pgd")}
-    bundle, trigger, plan, train = prepare(specs["pgd"], device)
-    data = {"train": train, "test": bundle.test.to(device), "trigger": trigger}
+    poisoned = prepare(specs["pgd"], device)
+    data = {"train": (poisoned.train.x, poisoned.train.y), "test": poisoned.test.to(device), "trigger": poisoned.trigger}
     eval_model = fresh_model(specs["pgd"], device)
     jobs = {
         "standard": (lambda: toolkit_train(specs["standard"], data, device, args.standard_steps),

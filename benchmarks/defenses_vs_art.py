@@ -33,22 +33,22 @@ def rates(removed: np.ndarray, poisoned: np.ndarray) -> str:
 def main() -> None:
     from art.defences.detector.poison import ActivationDefence, SpectralSignatureDefense
 
-    from tradeoff.defenses.clustering import RULES, ClusteringOptions, reduce_and_cluster
-    from tradeoff.defenses.common import representations
-    from tradeoff.defenses.runfolder import load_outcome
-    from tradeoff.defenses.spectral import spectral_scores
+    from tradeoff.backdoor_defenses.clustering import RULES, ClusteringOptions, reduce_and_cluster
+    from tradeoff.backdoor_defenses.common import representations
+    from tradeoff.backdoor_defenses.spectral import spectral_scores
+    from tradeoff.defend import load_trained_run
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("run_dir")
     ap.add_argument("--data-root")
     ap.add_argument("--layer")
     args = ap.parse_args()
-    outcome = load_outcome(args.run_dir, args.data_root)
-    x, y = outcome.extras["train_tensors"]
-    poisoned_all = outcome.extras["plan"].mask.numpy()
-    target = outcome.spec.poison.target
+    run = load_trained_run(args.run_dir, args.data_root)
+    x, y = run.data.train.x, run.data.train.y
+    poisoned_all = run.data.poison_mask.numpy()
+    target = run.data.target
     idx = (y == target).cpu().numpy()
-    acts = representations(outcome.model, x[torch.from_numpy(idx).to(x.device)], args.layer).double().cpu().numpy()
+    acts = representations(run.model, x[torch.from_numpy(idx).to(x.device)], args.layer).double().cpu().numpy()
     poisoned = poisoned_all[idx]
     n, p = len(acts), int(poisoned.sum())
     print(f"{args.run_dir}: {n} training images labelled {target}, {p} poisoned, representation dim {acts.shape[1]}")
@@ -68,7 +68,7 @@ def main() -> None:
         print(f"spectral ours {name:26s} {rates(ours, poisoned)}  agreement with ART {100 * (ours == art_removed).mean():5.1f}%")
     print(f"spectral ART  (quantile cutoff, 1.5 eps)  {rates(art_removed, poisoned)}")
 
-    np.random.seed(outcome.spec.seed)
+    np.random.seed(run.spec.seed)
     # ART's cluster analysers need every class non-empty: the second class is a copy of the first.
     both = np.concatenate([acts, acts])
     two = np.concatenate([labels, labels[:, ::-1]])
@@ -79,7 +79,7 @@ def main() -> None:
         art_text = rates(art_ac_removed, poisoned)
     except (ValueError, TypeError, IndexError) as e:  # ART's analysers fail when no cluster is small
         art_ac_removed, art_text = None, f"ART failed: {e.__class__.__name__}: {e}"
-    reduced, clusters = reduce_and_cluster(acts, 2, outcome.spec.seed)
+    reduced, clusters = reduce_and_cluster(acts, 2, run.spec.seed)
     flagged = RULES.get("size")(clusters, reduced, poisoned, ClusteringOptions())
     ours = flagged[clusters]
     agree = "" if art_ac_removed is None else f"  agreement with ART {100 * (ours == art_ac_removed).mean():5.1f}%"
