@@ -115,3 +115,18 @@ def test_every_subcommand_has_help():
         with pytest.raises(SystemExit) as e:
             main([name, "--help"])
         assert e.value.code == 0
+
+
+def test_bad_output_folders_and_dataset_names_fail_before_any_work(tmp_path, capsys):
+    """`--out FILE` (a regular file) and an unknown name in `sweep --datasets` are one sentence and
+    exit code 2, before anything trains or any folder is written."""
+    spec = _write(tmp_path, "name: tiny\n")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main(["run", str(spec), "--out", str(blocker), "--quiet", *_sets(TINY)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a file" in err
+    assert main(["sweep", "table1a", "--datasets", "minst", "--out", str(tmp_path / "sw")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown dataset 'minst'" in err and "did you mean 'mnist'" in err
+    assert not (tmp_path / "sw").exists()

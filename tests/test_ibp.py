@@ -192,3 +192,26 @@ def test_ibp_on_real_mnist_certifies():
     m = run_experiment(spec, show_progress=False).metrics
     assert m["certified_robustness"] > 0.4  # 0.53 measured
     assert m["certified_robustness"] <= m["adversarial_robustness"] <= m["accuracy"]
+
+
+def test_certificates_under_bf16_autocast_never_exceed_an_fp64_computation():
+    """Certified robustness is computed in fp32 whatever the run's precision: evaluated under bf16
+    autocast at a tiny eps, it never certifies more images than the same bounds in float64."""
+    from tradeoff.data.imageset import ImageSet
+    from tradeoff.metrics import evaluate
+    from tradeoff.spec import EvalSpec
+    from tradeoff.triggers import make_trigger
+    from tradeoff.bounds import certified
+
+    torch.manual_seed(3)
+    model = build_model("ibp-small", (1, 16, 16), 10).eval()
+    x, y = torch.rand(200, 1, 16, 16), torch.randint(0, 10, (200,))
+    with torch.no_grad():
+        y = model(x).argmax(1)  # correct nominal predictions, so only the bounds decide
+        reference = certified(model.double(), x.double(), y, 1e-4).sum().item()
+    model.float()
+    trigger = make_trigger(load_spec(None, {"trigger": {"size": 2}}).trigger, (1, 16, 16))
+    m = evaluate(model, ImageSet(x, y), trigger, 7, EvalSpec(adversarial=False, certified_eps=1e-4, batch_size=100),
+                 torch.device("cpu"), precision="bf16", show_progress=False)
+    assert 0 < reference
+    assert m["certified_robustness"] * len(y) <= reference

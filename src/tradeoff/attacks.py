@@ -65,6 +65,20 @@ ATTACK_LOSSES.register("margin", description="the margin max_{j!=y} z_j - z_y, s
     lambda logits, y: margin(logits, y).sum())
 
 
+def scaled_logit_gradient(loss: torch.Tensor, logits: torch.Tensor, out: torch.Tensor,
+                          per_example: bool) -> torch.Tensor:
+    """The loss's gradient at the logits times a power of two that brings its largest entry into
+    [1, 2), in the model output's dtype: per example when examples do not interact (eval mode),
+    else one power for the batch. Under fp16 a confident model's softmax gradient underflows to 0
+    on its way back; the steps use only each example's sign or direction of the input gradient,
+    and a power of two scales floating-point numbers exactly, so fp32 results are bit-identical to
+    those of the unscaled gradient."""
+    (g,) = torch.autograd.grad(loss, logits, retain_graph=True)
+    peak = g.abs().amax(dim=1, keepdim=True) if per_example else g.abs().max()
+    scale = torch.where(peak > 0, torch.exp2(-torch.floor(torch.log2(peak))), torch.ones_like(peak))
+    return (g * scale).to(out.dtype)
+
+
 def random_start(x: torch.Tensor, a: AttackSpec) -> torch.Tensor:
     if not a.random_start or a.eps == 0:
         return torch.zeros_like(x)
@@ -102,10 +116,12 @@ def perturb(model, x: torch.Tensor, y: torch.Tensor, a: AttackSpec,
         for _ in range(a.steps):
             delta.requires_grad_(True)
             with torch.enable_grad():
-                logits = model(x + delta)
+                out = model(x + delta)
+                logits = out.float()  # the loss in fp32 under fp16/bf16 autocast
                 objective = ATTACK_LOSSES.get(a.loss)
                 loss = -objective(logits, target) if a.targeted else objective(logits, y)
-                (grad,) = torch.autograd.grad(loss, delta)
+                scaled = scaled_logit_gradient(loss, logits, out, per_example=not model.training)
+                (grad,) = torch.autograd.grad(out, delta, grad_outputs=scaled)
             delta = project(delta.detach() + gradient_step(grad, a), x, a)
         candidate = (x + delta).detach()
         if a.restarts == 1:

@@ -15,8 +15,9 @@ def certification_metrics(eps: float | None) -> tuple:
         return ()
 
     def count(model, x, y) -> dict:
-        with torch.no_grad():
-            return {"certified_robustness": certified(model, x, y, eps).sum()}
+        # Interval bounds are only sound in full precision: never under the run's autocast.
+        with torch.no_grad(), torch.autocast(device_type=x.device.type, enabled=False):
+            return {"certified_robustness": certified(model, x.float(), y, eps).sum()}
 
     count.metric_names = ("certified_robustness",)
     return (count,)

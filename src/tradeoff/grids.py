@@ -20,6 +20,7 @@ from typing import Optional
 from tradeoff.errors import TradeoffError
 from tradeoff.config import merge, parse_overrides, read_yaml, spec_from_dict
 from tradeoff.data import DATASETS
+from tradeoff.options import close_match
 from tradeoff.resolve import resolve
 from tradeoff.spec import Spec
 
@@ -243,6 +244,10 @@ def expand(table: TableDef, preset: str, seeds: Optional[int] = None, datasets: 
         raise TradeoffError(f"--seeds must be at least 1, not {seeds}.")
     dataset_info = presets_file.get("datasets", {})
     user = parse_overrides(list(overrides or []))
+    unknown = [ds for ds in datasets or [] if ds not in DATASETS]
+    if unknown:
+        raise TradeoffError(f"unknown dataset {unknown[0]!r} in --datasets"
+                            f"{close_match(unknown[0], DATASETS.names())}; choose from: {', '.join(DATASETS.names())}.")
     chosen = list(datasets) if datasets else list(table.datasets)
     cells, skipped = [], {}
     for ds in chosen:

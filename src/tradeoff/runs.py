@@ -22,6 +22,21 @@ SUMMARY_COLUMNS = ["run", "dataset", "poisoning_method", "adversarial_defense", 
                    "adversarial_robustness", "backdoor_success_rate", "collapsed"]
 
 
+def check_output_folder(out_dir: Path) -> Path:
+    """Create ``out_dir`` if needed and make sure files can be written in it: one sentence if not,
+    before any training starts."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise TradeoffError(f"output folder {str(out_dir)!r} is a file; name a folder.")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as e:
+        raise TradeoffError(f"output folder {str(out_dir)!r} cannot be written ({e.strerror or e.__class__.__name__}).") from None
+    return out_dir
+
+
 class RunFolder:
     def __init__(self, final: Path):
         self.final = Path(final)

@@ -29,7 +29,7 @@ from tradeoff.data import load_data
 from tradeoff.errors import TradeoffError
 from tradeoff.experiment import run_experiment
 from tradeoff.grids import Grid, GridCell, expand, load_table
-from tradeoff.runs import finished_runs, write_summary, write_text_atomic
+from tradeoff.runs import check_output_folder, finished_runs, write_summary, write_text_atomic
 
 MANIFEST_PREFIX = "sweep-"
 
@@ -54,7 +54,7 @@ class OutputLock:
         self.fh = None
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_output_folder(self.path.parent)
         self.fh = open(self.path, "a")
         try:
             fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -10,6 +10,7 @@ from tradeoff.config import load_spec
 from tradeoff.distributed import is_main
 from tradeoff.errors import TradeoffError
 from tradeoff.experiment import run_experiment
+from tradeoff.runs import check_output_folder
 
 
 @command("run", "run one experiment per spec file, one run folder each")
@@ -21,6 +22,7 @@ def configure_run(p: argparse.ArgumentParser):
     def handle(args) -> int:
         overrides = with_data_root(args.overrides, args.data_root)
         specs = [load_spec(path, overrides) for path in args.specs]  # all validated before any runs
+        check_output_folder(Path(args.out))
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise TradeoffError(f"two specs share a run name ({', '.join(names)}); give each a distinct 'name'.")
