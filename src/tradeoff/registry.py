@@ -26,7 +26,8 @@ class Entry(Generic[T]):
 
 
 def first_line(doc: Optional[str]) -> str:
-    return (doc or "").strip().split("\n")[0].strip()
+    """A docstring's first paragraph, on one line."""
+    return " ".join(line.strip() for line in (doc or "").strip().split("\n\n")[0].splitlines())
 
 
 class Registry(Generic[T]):

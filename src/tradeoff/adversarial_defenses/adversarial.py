@@ -76,8 +76,8 @@ class FastOptions:
 
 @OBJECTIVES.register("fast", options=FastOptions)
 class FastTraining(PGDTraining):
-    """Wong et al. 2020 ("fast is better than free"): one step of 1.25 eps from a uniform random
-    start in the eps-ball, projected back onto the ball and [0, 1]."""
+    """Wong et al. 2020 ("fast is better than free"): one step of ``fast_step`` x eps from a
+    uniform random start in the eps-ball, projected back onto the ball and [0, 1]."""
 
     def attack_spec(self):
         a = self.defense.attack
@@ -96,12 +96,14 @@ class FreeOptions:
 
 @OBJECTIVES.register("free", options=FreeOptions)
 class FreeTraining(Objective):
-    """Shafahi et al. 2019: each minibatch is replayed ``defense.replays`` times; every replay's
-    backward pass gives the weight gradient *and* the input gradient, which moves the shared
-    perturbation by one signed step of eps (the paper's step), projected onto the eps-ball and
-    [0, 1]. The perturbation starts at zero and is carried over to the next minibatch. The step
-    follows the training loss's own input gradient, so ``attack.loss`` and ``attack.targeted``
-    do not apply.
+    """Shafahi et al. 2019: each minibatch replayed ``replays`` times, one backward pass for both
+    the weights and the perturbation.
+
+    Every replay's backward pass gives the weight gradient *and* the input gradient, which moves
+    the shared perturbation by one signed step of eps (the paper's step), projected onto the
+    eps-ball and [0, 1]. The perturbation starts at zero and is carried over to the next minibatch.
+    The step follows the training loss's own input gradient, so ``attack.loss`` and
+    ``attack.targeted`` do not apply.
 
     Budget: the training loop divides the spec's epochs (or steps) by the number of replays, so
     free training makes as many passes over minibatches (and optimiser updates) as standard
