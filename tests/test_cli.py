@@ -1,4 +1,4 @@
-"""The command line: bad input is one sentence and exit code 2; runs write whole folders only."""
+"""The command line: bad input is one sentence and exit code 2; unfinished run folders are marked."""
 
 import csv
 import json
@@ -9,7 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import tradeoff.experiment
 from tradeoff.cli import main
+from tradeoff.runs import finished_runs
 
 TINY = ["data.dataset=digits", "data.train_subset=200", "data.test_subset=100", "train.epochs=1",
         "eval.attack.steps=2", "adversarial_defense.attack.steps=2"]
@@ -80,19 +82,36 @@ def test_run_writes_a_complete_folder_and_summary(tmp_path, capsys):
     assert "tiny" in capsys.readouterr().out
 
 
-def test_an_interrupted_run_leaves_no_folder_and_keeps_the_previous_one(tmp_path, monkeypatch):
+def test_an_interrupted_run_keeps_its_work_and_the_previous_one_until_resumed(tmp_path, monkeypatch):
+    """Interrupted after training, a rerun's folder keeps the trained model, is marked unfinished
+    (left out of summary.csv and refused by readers), keeps the previous finished folder aside, and
+    --resume finishes it with the numbers of an uninterrupted run."""
     spec = _write(tmp_path, "name: tiny\n")
-    out = tmp_path / "out"
+    out, reference = tmp_path / "out", tmp_path / "reference"
     assert main(["run", str(spec), "--out", str(out), "--quiet", *_sets(TINY)]) == 0
-    before = (out / "tiny" / "metrics.json").read_text()
+    assert main(["run", str(spec), "--out", str(reference), "--quiet", *_sets(TINY + ["seed=1"])]) == 0
+    evaluate = tradeoff.experiment.evaluate
 
     def boom(*a, **k):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("tradeoff.experiment.evaluate", boom)
     assert main(["run", str(spec), "--out", str(out), "--quiet", *_sets(TINY + ["seed=1"])]) == 130
-    assert sorted(p.name for p in out.iterdir()) == ["summary.csv", "tiny"]  # no partial folder left
-    assert (out / "tiny" / "metrics.json").read_text() == before
+    folder = out / "tiny"
+    assert sorted(p.name for p in out.iterdir()) == [".tiny.previous", "summary.csv", "tiny"]
+    assert (folder / "model.safetensors").is_file() and not (folder / "metrics.json").exists()
+    assert json.loads((folder / "unfinished.json").read_text()) == {"stage": "evaluation", "error": "interrupted"}
+    assert finished_runs(out) == []
+    assert main(["run", str(spec), "--out", str(out), "--quiet", *_sets(TINY + ["seed=1"])]) == 2  # no --resume
+
+    monkeypatch.setattr("tradeoff.experiment.evaluate", evaluate)
+    assert main(["run", str(spec), "--out", str(out), "--quiet", "--resume", *_sets(TINY + ["seed=1"])]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["summary.csv", "tiny"]
+    assert _without_timings(folder / "metrics.json") == _without_timings(reference / "tiny" / "metrics.json")
+
+
+def _without_timings(path):
+    return {k: v for k, v in json.loads(path.read_text()).items() if not k.endswith("_seconds")}
 
 
 def test_same_spec_same_numbers(tmp_path):

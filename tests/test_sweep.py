@@ -19,6 +19,8 @@ from tradeoff import grids
 from tradeoff.cli import main
 from tradeoff.config import load_spec
 from tradeoff.resolve import resolve
+from tradeoff.runs import finished_runs
+import tradeoff.experiment
 from tradeoff.sweep import sweep
 
 TINY_TABLE = """
@@ -56,14 +58,14 @@ def one_thread():
 
 def _runs(out: Path) -> dict:
     """run folder name -> metrics without the timing fields, for finished runs."""
-    return {p.parent.name: {k: v for k, v in json.loads(p.read_text()).items() if k not in TIMING}
-            for p in out.glob("*/metrics.json") if not p.parent.name.startswith(".")}
+    return {run.name: {k: v for k, v in json.loads((run / "metrics.json").read_text()).items() if k not in TIMING}
+            for run in finished_runs(out)}
 
 
 def test_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path, one_thread):
     """A smoke sweep killed with SIGKILL after its first cell finished, then run again, ends with
     exactly the run folders and metrics of an uninterrupted sweep; finished cells are not rerun, the
-    killed cell's hidden .partial folder is cleaned, an invalid cell is a per-cell error and a
+    killed cell's unfinished folder is resumed, an invalid cell is a per-cell error and a
     dataset that is not present is a one-line note, neither stopping the grid."""
     table = tmp_path / "tiny.yaml"
     table.write_text(TINY_TABLE)
@@ -101,6 +103,34 @@ def test_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path, one_thread):
 
     third = sweep([str(table)], "smoke", out, **args)
     assert third.ran == [] and len(third.cached) == 3
+
+
+def test_a_cell_that_failed_after_training_resumes_from_its_snapshot(tmp_path, one_thread, monkeypatch):
+    """Evaluation fails in one cell: the sweep reports it, the cell's folder keeps the trained model
+    and is marked unfinished; the next sweep resumes that cell from its end-of-training snapshot
+    (no training step again) and ends with the uninterrupted sweep's metrics."""
+    table = tmp_path / "tiny.yaml"
+    table.write_text(TINY_TABLE)
+    args = dict(datasets=["digits"], echo=lambda m: None, only=["adv-training"])
+    sweep([str(table)], "smoke", tmp_path / "ref", **args)
+    evaluate = tradeoff.experiment.evaluate
+
+    def fails(*a, **k):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr("tradeoff.experiment.evaluate", fails)
+    first = sweep([str(table)], "smoke", tmp_path / "out", **args)
+    assert len(first.failed) == 1 and "out of memory" in next(iter(first.failed.values()))
+    (folder,) = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
+    assert json.loads((folder / "unfinished.json").read_text()) == {"stage": "evaluation",
+                                                                   "error": "RuntimeError: out of memory"}
+    assert (folder / "model.safetensors").is_file() and _runs(tmp_path / "out") == {}
+
+    monkeypatch.setattr("tradeoff.experiment.evaluate", evaluate)
+    again = sweep([str(table)], "smoke", tmp_path / "out", **args)
+    assert again.ran == [folder.name] and not again.failed
+    assert "resumed from the snapshot" in (folder / "log.txt").read_text()
+    assert _runs(tmp_path / "out") == _runs(tmp_path / "ref")
 
 
 def test_layers_and_shared_cells():

@@ -117,6 +117,23 @@ def _read_with_bases(path: Path, seen: set) -> dict:
 # --------------------------------------------------------------------------- building
 
 
+def flat_fields(d: dict, prefix: str = "") -> dict:
+    """{'a.b': value} for every leaf of nested mappings."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flat_fields(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def differing_fields(a: dict, b: dict, skip: set = frozenset()) -> list[str]:
+    """The dotted names of the fields in which two specs (as plain data) differ."""
+    fa, fb = flat_fields(a), flat_fields(b)
+    return [k for k in sorted(set(fa) | set(fb)) if k not in skip and fa.get(k) != fb.get(k)]
+
+
 def spec_from_dict(raw: dict) -> Spec:
     """A validated :class:`Spec` from plain data (a YAML mapping with every layer applied)."""
     if not isinstance(raw, dict):

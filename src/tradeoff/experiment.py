@@ -9,17 +9,21 @@ from pathlib import Path
 
 import torch
 
-from tradeoff import distributed
+from tradeoff import distributed, snapshots
 from tradeoff.adversarial_defenses import adversarial_defense_label, make_objective
 from tradeoff.backdoor_defenses import run_backdoor_defense
 from tradeoff.data import load_data
+from tradeoff.config import differing_fields, read_yaml, spec_from_dict
 from tradeoff.device import pick_device, seed_everything
+from tradeoff.errors import TradeoffError
 from tradeoff.handoff import PoisonedData, TrainedRun
 from tradeoff.metrics import collapse_reason, evaluate
 from tradeoff.models import model_for
 from tradeoff.poisoning import plan_poison
+from tradeoff.preemption import StopRequests
 from tradeoff.resolve import resolve
 from tradeoff.runs import RunFolder, write_summary
+from tradeoff.snapshots import Snapshotter
 from tradeoff.spec import Spec
 from tradeoff.training import train_model
 from tradeoff.triggers import make_trigger
@@ -36,17 +40,23 @@ def prepare(spec: Spec, device: torch.device) -> PoisonedData:
 
 
 def run_experiment(spec: Spec, out_dir: str | Path | None = None, show_progress: bool = True,
-                   echo: bool = False, run_name: str | None = None) -> TrainedRun:
-    """Run ``spec``; with ``out_dir``, record it in ``out_dir/<run_name or spec.name>/``."""
+                   echo: bool = False, run_name: str | None = None, resume: bool = False,
+                   restart: bool = False) -> TrainedRun:
+    """Run ``spec``; with ``out_dir``, record it in ``out_dir/<run_name or spec.name>/``, writing
+    snapshots there as ``spec.snapshots`` says. ``resume`` continues that folder if it is
+    unfinished (from its newest good snapshot); ``restart`` starts an unfinished one over.
+    SIGTERM/SIGUSR1 during training write a snapshot and raise :class:`Preempted`."""
     spec = resolve(spec)
     ctx, _ = distributed.setup(pick_device(spec.train.device))
     if not ctx.is_main:  # data-parallel run: only rank 0 shows progress and writes the run folder
         return _shared(_run(spec, None, False, False), ctx)
-    folder = RunFolder(Path(out_dir) / (run_name or spec.name)) if out_dir is not None else None
+    folder = RunFolder(Path(out_dir) / (run_name or spec.name), resume, restart) if out_dir is not None else None
     if folder is None:
         return _shared(_run(spec, None, show_progress, echo), ctx)
-    with folder:
-        run = _run(spec, folder, show_progress, echo)
+    if ctx.active and (resume or spec.snapshots.every_steps):
+        raise TradeoffError("snapshots and --resume do not work under torchrun yet; run without them.")
+    with folder, StopRequests() as stop:
+        run = _run(spec, folder, show_progress, echo, stop)
         run.run_dir = folder.final
     write_summary(Path(out_dir))
     return _shared(run, ctx)
@@ -59,13 +69,39 @@ def _shared(run: TrainedRun, ctx) -> TrainedRun:
     return run
 
 
-def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool) -> TrainedRun:
+def check_same_spec(folder: RunFolder, spec: Spec) -> None:
+    """Resuming a folder written for another spec names the differing fields and stops."""
+    try:
+        written = spec_from_dict(read_yaml(folder.path / "spec.yaml"))
+    except TradeoffError as e:
+        raise TradeoffError(f"{folder.path} cannot be resumed: {e}") from None
+    differ = [k for k in differing_fields(written.to_dict(), spec.to_dict(), skip={"name", "data.root", "data.workers"})
+              if not k.startswith("snapshots.")]
+    if differ:
+        raise TradeoffError(f"{folder.path} was started with another spec ({', '.join(differ)} differ); "
+                            "resume it with its own spec.yaml, or pass --restart to start it over.")
+
+
+def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool,
+         stop: StopRequests | None = None) -> TrainedRun:
     def log(message: str) -> None:
         if folder is not None:
             folder.log(message)
         if echo:
             print(f"[{spec.name}] {message}", file=sys.stderr)
 
+    def warn(message: str) -> None:
+        log(message)
+        if not echo:
+            print(f"[{spec.name}] warning: {message}", file=sys.stderr)
+
+    resume = None
+    if folder is not None:
+        if folder.resuming and (folder.path / "spec.yaml").is_file():
+            check_same_spec(folder, spec)
+            resume = snapshots.latest(folder.path, spec.digest(), warn)
+        folder.write_text("spec.yaml", spec.to_yaml())
+        folder.mark("training")
     seed_everything(spec.seed)
     ctx, device = distributed.setup(pick_device(spec.train.device))
     data = prepare(spec, device)
@@ -75,8 +111,17 @@ def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool) 
     distributed.rank_seed(spec.seed, ctx)
     batches = data.train.batches(spec.train.batch_size, spec.seed, device, ctx.rank, ctx.world,
                                  augment=spec.data.augment)
-    result = train_model(model, batches, make_objective(spec), spec.train, device, log, show_progress, ctx=ctx)
+    snapshotter = None
+    if folder is not None:
+        folder.save_tensors("poison.safetensors", {"indices": data.plan.indices, "corners": data.plan.corners})
+        snapshotter = Snapshotter(folder.path, spec.snapshots, spec.digest(), log,
+                                  stop_requested=lambda: stop is not None and stop.requested)
+    result = train_model(model, batches, make_objective(spec), spec.train, device, log, show_progress, ctx=ctx,
+                         snapshotter=snapshotter, resume=resume)
     log(f"trained {result.steps} steps in {result.seconds:.1f} s")
+    if folder is not None:
+        folder.save_tensors("model.safetensors", model.state_dict())
+        folder.mark("evaluation")
 
     start = time.perf_counter()
     metrics = evaluate(model, data.test, data.trigger, data.target, spec.eval, device,
@@ -109,12 +154,15 @@ def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool) 
         "spec_digest": spec.digest(),
     }
     run = TrainedRun(spec, model, record, data, device)
+    if folder is not None:  # every metric so far is kept if a backdoor defence fails
+        folder.write_json("metrics.json", record)
     for entry in spec.backdoor_defenses:
+        if folder is not None:
+            folder.mark(f"backdoor defence {entry['name']}")
         record.update(run_backdoor_defense(entry, run, log, show_progress))
+        if folder is not None:
+            folder.write_json("metrics.json", record)
     if folder is not None:
-        folder.write_text("spec.yaml", spec.to_yaml())
-        folder.save_tensors("model.safetensors", model.state_dict())
-        folder.save_tensors("poison.safetensors", {"indices": data.plan.indices, "corners": data.plan.corners})
         for file_name, tensors in run.artifacts.items():  # backdoor defences' outputs
             folder.save_tensors(file_name, tensors)
         folder.write_json("metrics.json", record)

@@ -42,7 +42,7 @@ def run_quickstart(out_dir, show_progress: bool = True, seeds: int = 1) -> list[
     """Both specs for seeds 0 .. seeds-1, in (standard, pgd) pairs."""
     if seeds < 1:
         raise TradeoffError(f"--seeds must be at least 1, not {seeds}.")
-    return [run_experiment(spec, out_dir, show_progress=show_progress, echo=show_progress)
+    return [run_experiment(spec, out_dir, show_progress=show_progress, echo=show_progress, resume=True)
             for seed in range(seeds) for spec in quickstart_specs(seed)]
 
 

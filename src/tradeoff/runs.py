@@ -1,6 +1,8 @@
-"""Run folders, written atomically: everything goes into a hidden ``.NAME.partial-*`` folder that
-is renamed into place only when the run has finished, so an interrupted run never leaves a
-folder that looks finished (and never destroys the previous finished one)."""
+"""Run folders, written in place from the first step. One marker, ``unfinished.json``, says a
+folder is unfinished (being written, killed, preempted, or failed after training): it is written
+first and removed last, after metrics.json, and every command reads it the same way (a folder
+with a metrics.json and the marker is not finished). An unfinished folder keeps what its run
+produced (snapshots, the trained model, the metrics computed so far) for ``--resume``."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from tradeoff.spec import renamed_key
 
 SUMMARY_COLUMNS = ["run", "dataset", "poisoning_method", "adversarial_defense", "accuracy",
                    "adversarial_robustness", "backdoor_success_rate", "collapsed"]
+UNFINISHED = "unfinished.json"
 
 
 def check_output_folder(out_dir: Path) -> Path:
@@ -37,48 +40,98 @@ def check_output_folder(out_dir: Path) -> Path:
     return out_dir
 
 
+def is_unfinished(run_dir: Path) -> bool:
+    return (Path(run_dir) / UNFINISHED).is_file()
+
+
+def is_finished(run_dir: Path) -> bool:
+    run_dir = Path(run_dir)
+    return (run_dir / "metrics.json").is_file() and not is_unfinished(run_dir)
+
+
+def unfinished_state(run_dir: Path) -> dict:
+    """The marker's content: the stage the run reached and, after a failure, its error."""
+    try:
+        state = json.loads((Path(run_dir) / UNFINISHED).read_text())
+    except (OSError, ValueError):
+        return {"stage": "unknown"}
+    return state if isinstance(state, dict) else {"stage": "unknown"}
+
+
 class RunFolder:
-    def __init__(self, final: Path):
-        self.final = Path(final)
-        self.path: Path | None = None
+    """``OUT/NAME/``, marked unfinished until the run has written everything.
+
+    ``resume``: continue an unfinished folder; ``restart``: remove an unfinished one and start over.
+    Without either an unfinished folder is one sentence. A finished folder of the same name is
+    moved aside to ``.NAME.previous`` while the new run works and removed when it has finished."""
+
+    def __init__(self, final: Path, resume: bool = False, restart: bool = False):
+        self.final = self.path = Path(final)
+        self.resume, self.restart = resume, restart
+        self.previous: Path | None = None
+        self.resuming = False  # an unfinished folder is being continued
         self._log = None
+        self._stage = "starting"
 
     def __enter__(self) -> "RunFolder":
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.partial-", dir=self.final.parent))
-        self._log = open(self.path / "log.txt", "a", buffering=1)
+        path = self.path
+        if is_unfinished(path):
+            if self.resume:
+                self.resuming = True
+            elif self.restart:
+                shutil.rmtree(path)
+            else:
+                raise TradeoffError(f"{path} holds an unfinished run (stage: {unfinished_state(path).get('stage')}); "
+                                    "pass --resume to continue it or --restart to start it over.")
+        elif path.exists() and any(path.iterdir()):
+            if not is_finished(path):
+                raise TradeoffError(f"{path} exists and is not a run folder; remove it or choose another name.")
+            self.previous = path.parent / f".{path.name}.previous"  # removed once this run has finished
+            shutil.rmtree(self.previous, ignore_errors=True)
+            os.replace(path, self.previous)
+        path.mkdir(parents=True, exist_ok=True)
+        self.mark("resuming" if self.resuming else "starting")
+        self._log = open(path / "log.txt", "a", buffering=1)
         return self
+
+    def mark(self, stage: str, **details) -> None:
+        """Record the stage the run has reached in the unfinished marker."""
+        self._stage = stage
+        write_text_atomic(self.path / UNFINISHED, json.dumps({"stage": stage, **details}) + "\n")
 
     def log(self, message: str) -> None:
         self._log.write(message + "\n")
 
     def write_text(self, name: str, text: str) -> None:
-        (self.path / name).write_text(text)
+        write_text_atomic(self.path / name, text)
 
     def write_json(self, name: str, data) -> None:
         self.write_text(name, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
     def save_tensors(self, name: str, tensors: dict) -> None:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(self.path / name))
+        tmp = self.path / f".{name}.tmp-{os.getpid()}"
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+        os.replace(tmp, self.path / name)
+
+    def holds_work(self) -> bool:
+        """A snapshot or a trained model: what a failed run keeps for --resume."""
+        return (self.path / "model.safetensors").is_file() or any((self.path / "snapshots").glob("step-*"))
 
     def __exit__(self, exc_type, exc, tb):
         self._log.close()
         if exc_type is not None:
-            shutil.rmtree(self.path, ignore_errors=True)
+            if not self.resuming and not self.holds_work():  # failed before anything worth keeping
+                shutil.rmtree(self.path, ignore_errors=True)
+                if self.previous is not None:
+                    os.replace(self.previous, self.path)
+                return False
+            error = "interrupted" if exc_type is KeyboardInterrupt else f"{exc_type.__name__}: {exc}"
+            self.mark(self._stage, error=error)
             return False
-        publish(self.path, self.final)
+        shutil.rmtree(self.path / "snapshots", ignore_errors=True)  # the weights are in model.safetensors
+        (self.path / UNFINISHED).unlink()  # the commit point: the folder is finished from here on
+        shutil.rmtree(self.path.parent / f".{self.path.name}.previous", ignore_errors=True)
         return False
-
-
-def publish(tmp: Path, final: Path) -> None:
-    """Move a finished folder into place, replacing an older one only after the new one is whole."""
-    old = None
-    if final.exists():
-        old = final.parent / f".{final.name}.old-{os.getpid()}"
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -94,6 +147,9 @@ def read_run(run_dir: Path) -> tuple[dict, dict]:
     """(spec dict, metrics dict) of a finished run folder written by this version."""
     run_dir = Path(run_dir)
     spec_file, metrics_file = run_dir / "spec.yaml", run_dir / "metrics.json"
+    if is_unfinished(run_dir):
+        raise TradeoffError(f"{run_dir} is an unfinished run (stage: {unfinished_state(run_dir).get('stage')}); "
+                            "continue it with `tradeoff run SPEC --resume` (or `tradeoff sweep` for a sweep's cell).")
     if not (spec_file.is_file() and metrics_file.is_file()):
         raise TradeoffError(f"{run_dir} is not a finished run folder (no spec.yaml and metrics.json).")
     try:
@@ -119,7 +175,8 @@ def finished_runs(out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         return []
-    runs = sorted(p.parent for p in out_dir.glob("*/metrics.json") if not p.parent.name.startswith("."))
+    runs = sorted(p.parent for p in out_dir.glob("*/metrics.json")
+                  if not p.parent.name.startswith(".") and not is_unfinished(p.parent))
     for run in runs:
         try:
             raw = yaml.safe_load((run / "spec.yaml").read_text())

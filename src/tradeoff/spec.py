@@ -127,6 +127,16 @@ class EvalSpec:
 
 
 @dataclass
+class SnapshotSpec:
+    """Mid-training snapshots (not the weights a run starts from: that is ``model.checkpoint``).
+    Never part of the digest: changing them never reruns a finished cell."""
+
+    every_steps: int = option(0, doc="a snapshot every N optimiser steps (0: off)", min=0)
+    every_minutes: float = option(10.0, doc="a snapshot every M minutes of training (0: off)", min=0)
+    keep: int = option(2, doc="the newest snapshots kept in the run folder", min=1)
+
+
+@dataclass
 class Spec:
     name: str = option("run", doc="the run folder's name")
     seed: int = option(0, doc="seeds the subsets, poisoning, initialisation and batches")
@@ -138,6 +148,7 @@ class Spec:
     train: TrainSpec = option(factory=TrainSpec)
     eval: EvalSpec = option(factory=EvalSpec)
     backdoor_defenses: list = option(factory=list, doc="steps after training: [{name: spectral, ...}, ...]")
+    snapshots: SnapshotSpec = option(factory=SnapshotSpec, doc="mid-training snapshots for exact resume")
 
     def to_dict(self) -> dict:
         """Plain data, every kinded section's options flat beside its kind (as in YAML)."""
@@ -147,10 +158,11 @@ class Spec:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def digest(self) -> str:
-        """A short hash of everything that changes the result (not the name, data root or loader
-        processes)."""
+        """A short hash of everything that changes the result (not the name, data root, loader
+        processes or snapshot cadence)."""
         d = self.to_dict()
         d.pop("name")
+        d.pop("snapshots")
         d["data"].pop("root")
         d["data"].pop("workers", None)
         blob = json.dumps(d, sort_keys=True, default=str).encode()
@@ -174,7 +186,8 @@ def section_dict(section) -> dict:
 
 
 SECTIONS = {"data": DataSpec, "trigger": TriggerSpec, "poison": PoisonSpec, "model": ModelSpec,
-            "adversarial_defense": AdversarialDefenseSpec, "train": TrainSpec, "eval": EvalSpec}
+            "adversarial_defense": AdversarialDefenseSpec, "train": TrainSpec, "eval": EvalSpec,
+            "snapshots": SnapshotSpec}
 
 
 def kinded_sections() -> dict:

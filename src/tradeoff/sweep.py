@@ -1,9 +1,9 @@
 """Run the grid of a table (or several): skip cells already done, resume after a kill, run cells in
 parallel processes, report progress over the whole grid.
 
-A cell is done when a finished run folder with its spec digest exists in the output folder (run
-folders are published atomically by :class:`tradeoff.runs.RunFolder`, so a killed cell leaves only
-a hidden ``.partial`` folder, removed by the next sweep). Identical specs in several tables (e.g.
+A cell is done when a finished run folder with its spec digest exists in the output folder; a
+cell whose folder is unfinished (killed, preempted, failed after training: see
+:class:`tradeoff.runs.RunFolder`) continues from its newest snapshot. Identical specs in several tables (e.g.
 Table 1(a)'s standard cell and Table 2(d)'s "Fixed" cell) are run once and shared. Each swept
 table gets a manifest ``sweep-<table>-<preset>.json`` that :mod:`tradeoff.report` reads.
 """
@@ -29,6 +29,7 @@ from tradeoff.data import load_data
 from tradeoff.errors import TradeoffError
 from tradeoff.experiment import run_experiment
 from tradeoff.grids import Grid, GridCell, expand, load_table
+from tradeoff.preemption import Preempted
 from tradeoff.runs import check_output_folder, finished_runs, write_summary, write_text_atomic
 
 MANIFEST_PREFIX = "sweep-"
@@ -41,6 +42,7 @@ class SweepResult:
     cached: list = field(default_factory=list)  # run names found done
     failed: dict = field(default_factory=dict)  # run name or cell label -> message
     notes: list = field(default_factory=list)
+    preempted: list = field(default_factory=list)  # run names stopped on request, resumable
 
 
 # --------------------------------------------------------------------------- the output folder
@@ -173,7 +175,9 @@ def run_cell(spec_dict: dict, out: str, run_name: str) -> dict:
     """Run one cell; returns {"metrics": ..., "seconds": ...} or {"error": one line, "trace": ...}."""
     start = time.perf_counter()
     try:
-        outcome = run_experiment(spec_from_dict(spec_dict), out, show_progress=False, run_name=run_name)
+        outcome = run_experiment(spec_from_dict(spec_dict), out, show_progress=False, run_name=run_name, resume=True)
+    except Preempted as e:
+        return {"preempted": str(e)}
     except TradeoffError as e:
         return {"error": str(e), "trace": ""}
     except Exception as e:  # noqa: BLE001  one broken cell must not stop the grid
@@ -255,7 +259,10 @@ def _run_all(cells: list[GridCell], out: Path, workers: int, result: SweepResult
         left = total - count[0]
         eta = f", about {_duration(elapsed / ran * left)} left" if left and ran else ""
         head = f"[{count[0]}/{total}] {cell.label}"
-        if "error" in answer:
+        if "preempted" in answer:
+            result.preempted.append(cell.run_name)
+            echo(f"{head}: {answer['preempted']}; the next sweep resumes it")
+        elif "error" in answer:
             result.failed[cell.run_name] = answer["error"]
             if answer.get("trace"):
                 with open(out / "sweep-errors.log", "a") as fh:
@@ -271,6 +278,8 @@ def _run_all(cells: list[GridCell], out: Path, workers: int, result: SweepResult
     if workers == 1 or len(cells) <= 1:
         for cell in cells:
             finished(cell, run_cell(cell.spec.to_dict(), str(out), cell.run_name))
+            if result.preempted:  # a stop was requested: no new cell starts
+                return
         return
     threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // workers))
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
@@ -286,6 +295,9 @@ def _run_all(cells: list[GridCell], out: Path, workers: int, result: SweepResult
                     except Exception as e:  # noqa: BLE001  a worker died (e.g. out of memory)
                         answer = {"error": f"the worker process failed ({e.__class__.__name__}: {e})"}
                     finished(cell, answer)
+                if result.preempted:  # a stop was requested: let the running cells snapshot, start no new one
+                    for future in pending:
+                        future.cancel()
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)
             raise

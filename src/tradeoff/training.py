@@ -10,8 +10,10 @@ import torch
 
 from tradeoff import distributed
 from tradeoff.device import autocast_for
+from tradeoff.preemption import Preempted
 from tradeoff.progress import progress_bar
 from tradeoff.registry import Registry
+from tradeoff.snapshots import Snapshotter, TrainState, capture_rng, restore_rng
 
 
 def piecewise_lr(step: int, total: int, train_spec, steps_per_unit: int = 1) -> float:
@@ -81,10 +83,12 @@ def prepare_for_training(model, train_spec, device, ctx=None):
 
 
 def train_model(model, batches, objective, train_spec, device, log=print, show_progress=True,
-                ctx=None) -> TrainResult:
+                ctx=None, snapshotter: Snapshotter | None = None, resume: TrainState | None = None) -> TrainResult:
     """Run ``objective`` over ``batches`` for the spec's number of steps. ``ctx``: the
     :class:`tradeoff.distributed.DistContext` of a data-parallel run (``batches`` then yields this
-    rank's slices and sets ``last_global_size``)."""
+    rank's slices and sets ``last_global_size``). With a ``snapshotter`` the loop writes snapshots
+    when they are due, at the end of training and when a stop is requested (then it raises
+    :class:`~tradeoff.preemption.Preempted`); ``resume`` continues from a snapshot's state."""
     ctx = ctx or distributed.SINGLE
     net = prepare_for_training(model, train_spec, device, ctx)
     memory_format = torch.channels_last if train_spec.channels_last else torch.contiguous_format
@@ -98,12 +102,33 @@ def train_model(model, batches, objective, train_spec, device, log=print, show_p
     unit = batches.steps_per_epoch if train_spec.lr_schedule_unit == "epochs" else 1
     lr_policy = LR_POLICIES.get(train_spec.lr_policy)
     model.train()
-    start, step, epoch, history = time.perf_counter(), 0, 0, []
-    bar = progress_bar(total=steps, desc="train", unit="step", enabled=show_progress)
-    loss_value = float("nan")
+    step, epoch, first_batch, history, seconds_before = 0, 0, 0, [], 0.0
+    sums = [0.0, 0.0, 0]  # loss sum, correct, seen of the epoch so far
+    if resume is not None:
+        model.load_state_dict(resume.model)
+        optimizer.load_state_dict(resume.optimizer)
+        if resume.scaler:
+            scaler.load_state_dict(resume.scaler)
+        objective.load_state_dict(resume.objective)
+        restore_rng(resume.rng, batches.generators())
+        step, epoch, first_batch = resume.step, resume.epoch, resume.batch_in_epoch
+        history, seconds_before, sums = list(resume.history), resume.seconds, list(resume.epoch_sums)
+        log(f"resumed from the snapshot at step {step} (epoch {epoch}, batch {first_batch})")
+    start = time.perf_counter()
+    bar = progress_bar(total=steps, initial=step, desc="train", unit="step", enabled=show_progress)
+
+    def state(batch_in_epoch: int, loss_sum, correct, seen) -> TrainState:
+        return TrainState(step=step, epoch=epoch, batch_in_epoch=batch_in_epoch,
+                          seconds=seconds_before + time.perf_counter() - start, history=[list(h) for h in history],
+                          epoch_sums=[float(loss_sum), float(correct), int(seen)], model=model.state_dict(),
+                          optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
+                          objective=objective.state_dict(), rng=capture_rng(batches.generators()))
+
     while step < steps:
-        loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
-        for xb, yb in batches.epoch(epoch):
+        loss_sum = torch.tensor(sums[0], device=device)
+        correct, seen = torch.tensor(sums[1], device=device), sums[2]
+        taken = first_batch
+        for xb, yb in batches.epoch(epoch, first=first_batch):
             if step >= steps:
                 break
             xb = xb.contiguous(memory_format=memory_format)
@@ -124,13 +149,28 @@ def train_model(model, batches, objective, train_spec, device, log=print, show_p
             correct += (logits.detach().argmax(1) == yb).sum()
             seen += len(yb)
             step += 1
+            taken += 1
             bar.update(1)
+            if snapshotter is not None and step < steps:
+                stop = snapshotter.stop_requested()
+                if stop or snapshotter.due(step):
+                    snapshotter.write(state(taken, loss_sum, correct, seen))
+                if stop:
+                    bar.close()
+                    raise Preempted(f"stopped on request at step {step} of {steps}, after writing a snapshot")
+        first_batch, sums = 0, [0.0, 0.0, 0]
         totals = distributed.all_reduce_sum(torch.stack([loss_sum, correct.to(loss_sum.dtype),
                                                          torch.tensor(float(seen), device=device)]), ctx)
-        loss_value = (totals[0] / totals[2].clamp_min(1)).item()
-        history.append((epoch, loss_value, (totals[1] / totals[2].clamp_min(1)).item()))
-        log(f"epoch {epoch}: loss {loss_value:.4f}, accuracy on training inputs {history[-1][2]:.4f}")
+        history.append((epoch, (totals[0] / totals[2].clamp_min(1)).item(), (totals[1] / totals[2].clamp_min(1)).item()))
+        log(f"epoch {epoch}: loss {history[-1][1]:.4f}, accuracy on training inputs {history[-1][2]:.4f}")
         epoch += 1
     bar.close()
     distributed.sync_buffers(model, ctx)
-    return TrainResult(steps=step, seconds=time.perf_counter() - start, final_loss=loss_value, history=history)
+    seconds = seconds_before + time.perf_counter() - start
+    if snapshotter is not None and (resume is None or resume.step < steps):
+        # The end of training: what evaluation and the backdoor defences resume from.
+        snapshotter.write(state(0, 0.0, 0.0, 0))
+        if snapshotter.stop_requested():
+            raise Preempted(f"stopped on request at the end of training (step {step}), after writing a snapshot")
+    return TrainResult(steps=step, seconds=seconds, final_loss=history[-1][1] if history else float("nan"),
+                       history=history)

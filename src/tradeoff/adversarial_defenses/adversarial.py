@@ -124,6 +124,7 @@ class FreeTraining(Objective):
         x = x.detach()
         if self.delta is None or self.delta.shape[1:] != x.shape[1:] or len(self.delta) < len(x):
             self.delta = torch.zeros_like(x)
+        self.delta = self.delta.to(x.device)  # no-op, except after a resume from a snapshot
         self._x = x
         self._live = project(self.delta[:len(x)], x, a).requires_grad_(True)
         return x + self._live
@@ -134,3 +135,9 @@ class FreeTraining(Objective):
         a = self._attack
         self.delta = project(self._live.detach() + gradient_step(self._live.grad, a), self._x, a)
         self._live = None
+
+    def state_dict(self):
+        return {} if self.delta is None else {"delta": self.delta}
+
+    def load_state_dict(self, state):
+        self.delta = state.get("delta")

@@ -62,6 +62,13 @@ class Objective:
     def after_backward(self) -> None:
         pass
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """State carried from one minibatch to the next (saved in snapshots)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        pass
+
     def ramped(self, a, step: int):
         """``a`` with eps (and step size) scaled by the eps ramp at ``step``: linear from 0 to the
         full eps over the first ``defense.eps_ramp`` of training. Small CNNs trained at MNIST's
@@ -117,6 +124,12 @@ class Regularized(Objective):
 
     def after_backward(self):
         self.base.after_backward()
+
+    def state_dict(self):
+        return self.base.state_dict()
+
+    def load_state_dict(self, state):
+        self.base.load_state_dict(state)
 
 
 def make_objective(spec) -> Objective:

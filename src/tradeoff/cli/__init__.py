@@ -10,6 +10,7 @@ from tradeoff import __version__
 from tradeoff.cli import defend, listing, quickstart, report, run, sweep  # noqa: F401  (register the subcommands)
 from tradeoff.cli.base import COMMANDS
 from tradeoff.errors import TradeoffError
+from tradeoff.preemption import EXIT_RESUMABLE, Preempted
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,11 +33,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.handler(args)
+    except Preempted as e:
+        print(f"tradeoff: {e}; resume with --resume (exit status {EXIT_RESUMABLE}: resumable).", file=sys.stderr)
+        return EXIT_RESUMABLE
     except TradeoffError as e:
         print(f"tradeoff: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("tradeoff: interrupted; finished run folders are kept, the unfinished one was removed.", file=sys.stderr)
+        print("tradeoff: interrupted; the unfinished run folder is kept: rerun with --resume to continue it.",
+              file=sys.stderr)
         return 130
 
 

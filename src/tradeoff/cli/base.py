@@ -33,6 +33,7 @@ def with_data_root(overrides: list[str], data_root: str | None) -> list[str]:
     return overrides + ([f"data.root={data_root}"] if data_root else [])
 
 
-def print_results(runs) -> None:
-    rows = [{"run": r.run_dir.name if r.run_dir else r.spec.name, **r.metrics} for r in runs]
+def print_results(results: list[tuple[str, dict]]) -> None:
+    """One row per (run name, metrics)."""
+    rows = [{"run": name, **metrics} for name, metrics in results]
     print(text_table(rows, RESULT_COLUMNS, RESULT_HEADERS))

@@ -18,7 +18,7 @@ def configure_quickstart(p: argparse.ArgumentParser):
 
     def handle(args) -> int:
         runs = run_quickstart(args.out, show_progress=not args.quiet, seeds=args.seeds)
-        print_results(runs)
+        print_results([(r.run_dir.name if r.run_dir else r.spec.name, r.metrics) for r in runs])
         mean, sd, interval = paired_change(runs)
         if sd is None:
             std, adv = (r.metrics["backdoor_success_rate"] for r in runs)

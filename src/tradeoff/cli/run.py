@@ -10,13 +10,17 @@ from tradeoff.config import load_spec
 from tradeoff.distributed import is_main
 from tradeoff.errors import TradeoffError
 from tradeoff.experiment import run_experiment
-from tradeoff.runs import check_output_folder
+from tradeoff.runs import check_output_folder, is_finished, read_run
 
 
 @command("run", "run one experiment per spec file, one run folder each")
 def configure_run(p: argparse.ArgumentParser):
     p.add_argument("specs", nargs="+", help="YAML spec files")
     p.add_argument("--out", default="runs", help="folder for the run folders and summary.csv (default: runs)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue unfinished run folders from their last good snapshot (finished ones are kept)")
+    again.add_argument("--restart", action="store_true", help="start unfinished run folders over")
     add_run_options(p)
 
     def handle(args) -> int:
@@ -26,9 +30,18 @@ def configure_run(p: argparse.ArgumentParser):
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise TradeoffError(f"two specs share a run name ({', '.join(names)}); give each a distinct 'name'.")
-        runs = [run_experiment(s, args.out, show_progress=not args.quiet, echo=not args.quiet) for s in specs]
+        results = []
+        for s in specs:
+            folder = Path(args.out) / s.name
+            if args.resume and is_finished(folder):
+                print(f"{folder} is already finished; kept as it is.")
+                results.append((s.name, read_run(folder)[1]))
+                continue
+            run = run_experiment(s, args.out, show_progress=not args.quiet, echo=not args.quiet,
+                                 resume=args.resume, restart=args.restart)
+            results.append((run.run_dir.name if run.run_dir else s.name, run.metrics))
         if is_main():  # under torchrun, rank 0 reports
-            print_results(runs)
+            print_results(results)
             print(f"\nrun folders and summary.csv in {Path(args.out)}/")
         return 0
 

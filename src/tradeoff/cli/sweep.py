@@ -8,6 +8,8 @@ from pathlib import Path
 from tradeoff import grids
 from tradeoff.cli.base import command
 from tradeoff.errors import TradeoffError
+from tradeoff.preemption import EXIT_RESUMABLE
+from tradeoff.runs import is_unfinished
 from tradeoff.sweep import done_digests, main_echo, sweep
 
 
@@ -45,13 +47,15 @@ def configure_sweep(p: argparse.ArgumentParser):
                 for ds, why in g.skipped.items():
                     print(f"skip {ds}: {why}")
                 for c in g.cells:
-                    state = "error: " + c.error if c.error else ("done" if c.digest in done else "to run")
+                    state = ("error: " + c.error if c.error else "done" if c.digest in done
+                             else "unfinished: resumes" if is_unfinished(Path(args.out) / c.run_name) else "to run")
                     print(f"{c.label:50s} {c.digest or '-':12s} {state}")
             return 0
         result = sweep(tables, args.preset, args.out, args.seeds, args.datasets, args.overrides, args.data_root,
                        args.workers, echo=main_echo, only=args.cells)
-        print(f"{len(result.ran)} run(s) finished, {len(result.cached)} already done, {len(result.failed)} failed; "
-              f"run folders, summary.csv and manifests in {Path(args.out)}/ (next: tradeoff report {args.out})")
-        return 1 if result.failed else 0
+        print(f"{len(result.ran)} run(s) finished, {len(result.cached)} already done, {len(result.failed)} failed"
+              + (f", {len(result.preempted)} stopped on request (rerun the sweep to resume)" if result.preempted else "")
+              + f"; run folders, summary.csv and manifests in {Path(args.out)}/ (next: tradeoff report {args.out})")
+        return EXIT_RESUMABLE if result.preempted else (1 if result.failed else 0)
 
     return handle

@@ -2,8 +2,9 @@
 
 Every training source (in-memory :class:`~tradeoff.data.imageset.ImageSet`, streamed
 :class:`~tradeoff.data.folder.FolderSet`) gives the training loop the same interface:
-``steps_per_epoch``, ``epoch(index)`` yielding (x, y) device batches, and ``last_global_size``
-(the size of the global batch the last slice belongs to, for data-parallel loss weights).
+``steps_per_epoch``, ``epoch(index, first)`` yielding (x, y) device batches from batch ``first``
+on, ``last_global_size`` (the size of the global batch the last slice belongs to, for
+data-parallel loss weights) and ``generators()`` (the random generators a snapshot saves).
 """
 
 from __future__ import annotations
@@ -43,9 +44,12 @@ class InMemoryBatches:
         self._augment_gen = torch.Generator(device=x.device).manual_seed(seed + 7919 * (rank + 1))
         self.last_global_size = 0
 
-    def epoch(self, index: int):
+    def generators(self) -> dict[str, torch.Generator]:
+        return {"augment": self._augment_gen}
+
+    def epoch(self, index: int, first: int = 0):
         perm = epoch_permutation(len(self.y), self.seed, index).to(self.y.device)
-        for start, stop in global_batches(len(self.y), self.batch_size, self.world):
+        for start, stop in global_batches(len(self.y), self.batch_size, self.world)[first:]:
             idx = perm[start:stop]
             idx = idx[self.rank::self.world] if self.world > 1 else idx
             xb, yb = self.x[idx], self.y[idx]

@@ -217,14 +217,14 @@ class _ShardSampler:
 
     def __init__(self, n: int, seed: int, bounds: list, rank: int, world: int):
         self.n, self.seed, self.bounds, self.rank, self.world = n, seed, bounds, rank, world
-        self.epoch = 0
+        self.epoch, self.start = 0, 0
 
     def __len__(self) -> int:
-        return len(self.bounds)
+        return len(self.bounds) - self.start
 
     def __iter__(self):
         perm = epoch_permutation(self.n, self.seed, self.epoch)
-        for start, stop in self.bounds:
+        for start, stop in self.bounds[self.start:]:
             yield perm[start:stop][self.rank::self.world].tolist()
 
 
@@ -245,9 +245,12 @@ class StreamedBatches:
                                  generator=torch.Generator().manual_seed(seed * 7919 + rank))
         self.last_global_size = 0
 
-    def epoch(self, index: int):
-        self.sampler.epoch = index
-        for (start, stop), (xb, yb) in zip(self.bounds, self.loader):
+    def generators(self) -> dict[str, torch.Generator]:
+        return {"loader": self.loader.generator}
+
+    def epoch(self, index: int, first: int = 0):
+        self.sampler.epoch, self.sampler.start = index, first
+        for (start, stop), (xb, yb) in zip(self.bounds[first:], self.loader):
             self.last_global_size = stop - start
             yield to_unit(xb, self.device), yb.to(self.device, non_blocking=True)
 
