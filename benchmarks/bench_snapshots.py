@@ -59,16 +59,16 @@ def main() -> int:
         model(torch.zeros(2, *run.data.shape)).sum().backward()
         optimizer.step()
         state = snapshots.TrainState(step=steps, epoch=args.epochs, batch_in_epoch=0, seconds=train_seconds,
-                                     history=[], epoch_sums=[0.0, 0.0, 0], model=model.state_dict(),
-                                     optimizer=optimizer.state_dict(), scaler={}, objective={},
-                                     rng=snapshots.capture_rng({}))
+                                     history=[], epoch_sums=[[0.0, 0.0, 0]], model=model.state_dict(),
+                                     optimizer=optimizer.state_dict(), scaler={}, objective=[{}],
+                                     rng=[snapshots.capture_rng({})])
         folder = Path(tmp) / "resume" / snapshots.FOLDER
         folder.mkdir(parents=True)
         snapshots.write(folder / snapshots.snapshot_name(steps), state, spec.digest())
         loads = []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            back = snapshots.latest(folder.parent, spec.digest(), print)
+            back, _ = snapshots.latest(folder.parent, spec.digest(), print)
             fresh = model_for(spec, run.data.shape, run.data.num_classes, torch.device("cpu"))
             fresh.load_state_dict(back.model)
             make_optimizer(fresh, spec.train).load_state_dict(back.optimizer)

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -100,7 +101,8 @@ def test_an_interrupted_run_keeps_its_work_and_the_previous_one_until_resumed(tm
     folder = out / "tiny"
     assert sorted(p.name for p in out.iterdir()) == [".tiny.previous", "summary.csv", "tiny"]
     assert (folder / "model.safetensors").is_file() and not (folder / "metrics.json").exists()
-    assert json.loads((folder / "unfinished.json").read_text()) == {"stage": "evaluation", "error": "interrupted"}
+    marker = json.loads((folder / "unfinished.json").read_text())
+    assert (marker["stage"], marker["error"], marker["pid"]) == ("evaluation", "interrupted", os.getpid())
     assert finished_runs(out) == []
     assert main(["run", str(spec), "--out", str(out), "--quiet", *_sets(TINY + ["seed=1"])]) == 2  # no --resume
 

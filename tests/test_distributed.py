@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -15,10 +17,10 @@ import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file
 
+from slow_steps import slow_steps_source
 from tradeoff import distributed
 from tradeoff.errors import TradeoffError
 from tradeoff.experiment import run_experiment
-from tradeoff import metrics
 from tradeoff.config import load_spec
 from tradeoff.data.batches import InMemoryBatches, global_batches
 
@@ -70,6 +72,67 @@ def test_two_gloo_ranks_match_a_single_process_run(tmp_path):
             assert abs(got[key] - single.metrics[key]) <= 1 / 200 + 1e-9, (name, key)
         a, b = load_file(str(ddp / name / "model.safetensors")), single.model.state_dict()
         assert max((a[k] - b[k]).abs().max().item() for k in b) < WEIGHT_TOLERANCE
+
+
+# The CLI with training steps of 50 ms, so that a kill lands between snapshots.
+SLOW_LAUNCHER = slow_steps_source(0.05) + "import sys\nfrom tradeoff.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+
+
+def torchrun(tmp_path, *args) -> subprocess.Popen:
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(SLOW_LAUNCHER)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(free_port()), str(launcher), *args]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc), children first."""
+    try:
+        children = [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        return []
+    return [d for c in children for d in (*descendants(c), c)]
+
+
+def test_two_gloo_ranks_killed_and_resumed_match_the_uninterrupted_run(tmp_path):
+    """torchrun with 2 gloo ranks, PGD with random starts (each rank draws its own): the whole
+    process group SIGKILLed after a mid-training snapshot and resumed under torchrun with --resume
+    ends with the uninterrupted 2-rank run's metrics.json (apart from timings) and weights. Rank 0
+    wrote the snapshots, with both ranks' generators."""
+    raw = {**SPECS["pgd"], "train": {"epochs": 2, "batch_size": 100}, "snapshots": {"every_steps": 3, "keep": 5},
+           "adversarial_defense": {"objective": "pgd", "attack": {"steps": 2}}}
+    spec = tmp_path / "t.yaml"
+    spec.write_text(yaml.safe_dump({**raw, "name": "t"}))
+    reference = torchrun(tmp_path, "run", str(spec), "--out", str(tmp_path / "reference"), "--quiet")
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()[-3000:]
+
+    out = tmp_path / "out"
+    proc = torchrun(tmp_path, "run", str(spec), "--out", str(out), "--quiet")
+    snapshot = out / "t" / "snapshots" / "step-000000009.safetensors"  # the second batch of epoch 1
+    deadline = time.monotonic() + 300
+    while not snapshot.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its snapshot"
+        time.sleep(0.02)
+    time.sleep(0.07)
+    for pid in [*descendants(proc.pid), proc.pid]:  # the workers may have sessions of their own
+        os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    assert (out / "t" / "unfinished.json").is_file()
+    assert len(load_file(str(snapshot)).keys() & {"rng/0/torch", "rng/1/torch"}) == 2
+
+    resumed = torchrun(tmp_path, "run", str(spec), "--out", str(out), "--quiet", "--resume")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-3000:]
+    assert "resumed from the snapshot at step 9" in (out / "t" / "log.txt").read_text()
+
+    def record(folder):
+        return {k: v for k, v in json.loads((folder / "metrics.json").read_text()).items() if not k.endswith("_seconds")}
+
+    assert record(out / "t") == record(tmp_path / "reference" / "t")
+    a, b = load_file(str(out / "t" / "model.safetensors")), load_file(str(tmp_path / "reference" / "t" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("n,batch,world", [(10, 4, 3), (1297, 100, 2), (9, 4, 2), (7, 3, 4)])

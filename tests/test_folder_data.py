@@ -149,6 +149,27 @@ def test_streamed_batches_split_each_global_batch_across_ranks(tmp_path):
             assert slices[0][k][1] == size
 
 
+def test_streamed_augmentation_is_the_same_in_any_process_and_after_a_resume(tmp_path):
+    """Each training image's crop and flip come from its own (seed, epoch, image) draw: the batches
+    are identical with 0 and 2 loader processes, and an epoch started at batch k (a resume) gives
+    the uninterrupted epoch's batches from k on."""
+    make_folder_dataset(tmp_path, "imagenet", per_class=4, size=36)
+    train = load_data(folder_spec(tmp_path).data).train
+    train.workers = 0
+    in_process = [(xb, yb) for xb, yb in train.batches(5, seed=3, device="cpu").epoch(1)]
+    train.workers = 2
+    source = train.batches(5, seed=3, device="cpu")
+    with_workers = list(source.epoch(1))
+    resumed = list(source.epoch(1, first=2))
+    assert len(in_process) == len(with_workers) > 2
+    for (xa, ya), (xb, yb) in zip(in_process, with_workers):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    for (xa, ya), (xb, yb) in zip(in_process[2:], resumed, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    other_epoch = [xb for xb, _ in train.batches(5, seed=3, device="cpu").epoch(2)]
+    assert not torch.equal(other_epoch[0], in_process[0][0])  # a new epoch draws anew
+
+
 def test_end_to_end_run_on_a_generated_folder(tmp_path):
     """The ImageNet path runs: generated JPEGs, on-the-fly poisoning, a loader worker, small-cnn at
     32 px, one step, evaluation on every val image, a finished run folder."""

@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from slow_steps import slow_steps_source
 from tradeoff import snapshots
 from tradeoff.spec import Spec
 
@@ -27,17 +28,7 @@ eval: {attack: {steps: 3}}
 snapshots: {every_steps: 4, keep: 3}
 """
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-# Steps of 50 ms, so that a kill lands between snapshots however fast the machine is.
-SLOW_STEPS = """
-import time
-import tradeoff.training
-class SlowBar:
-    def update(self, n):
-        time.sleep(0.05)
-    def close(self):
-        pass
-tradeoff.training.progress_bar = lambda **options: SlowBar()
-"""
+SLOW_STEPS = slow_steps_source(0.05)  # steps of 50 ms: a kill lands between snapshots
 
 
 def tradeoff(*args, preamble: str = ""):
@@ -208,19 +199,19 @@ def test_every_generator_comes_back_from_a_snapshot_file(tmp_path):
     model(torch.ones(1, 3)).sum().backward()
     optimizer.step()
     state = snapshots.TrainState(step=3, epoch=1, batch_in_epoch=2, seconds=1.5, history=[[0, 2.3, 0.1]],
-                                 epoch_sums=[4.5, 3.0, 20], model=model.state_dict(),
-                                 optimizer=optimizer.state_dict(), scaler={}, objective={"delta": torch.ones(2)},
-                                 rng=snapshots.capture_rng({"augment": gen}))
+                                 epoch_sums=[[4.5, 3.0, 20]], model=model.state_dict(),
+                                 optimizer=optimizer.state_dict(), scaler={}, objective=[{"delta": torch.ones(2)}],
+                                 rng=[snapshots.capture_rng({"augment": gen})])
     expected = (random.random(), np.random.rand(), torch.rand(1), torch.rand(1, generator=gen))
     path = tmp_path / snapshots.snapshot_name(3)
     snapshots.write(path, state, "abc")
     back, digest = snapshots.read(path)
     assert digest == "abc" and (back.step, back.epoch, back.batch_in_epoch) == (3, 1, 2)
-    assert back.history == [(0, 2.3, 0.1)] and back.epoch_sums == [4.5, 3.0, 20]
-    snapshots.restore_rng(back.rng, {"augment": gen})
+    assert back.history == [(0, 2.3, 0.1)] and back.epoch_sums == [[4.5, 3.0, 20]]
+    snapshots.restore_rng(back.rng[0], {"augment": gen})
     assert (random.random(), np.random.rand(), torch.rand(1), torch.rand(1, generator=gen)) == expected
     fresh = torch.optim.Adam(torch.nn.Linear(3, 2).parameters())
     fresh.load_state_dict(back.optimizer)
     for a, b in zip(optimizer.state_dict()["state"].values(), fresh.state_dict()["state"].values()):
         assert all(torch.equal(a[k], b[k]) for k in a)
-    assert torch.equal(back.objective["delta"], torch.ones(2))
+    assert torch.equal(back.objective[0]["delta"], torch.ones(2))

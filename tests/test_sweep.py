@@ -122,8 +122,8 @@ def test_a_cell_that_failed_after_training_resumes_from_its_snapshot(tmp_path, o
     first = sweep([str(table)], "smoke", tmp_path / "out", **args)
     assert len(first.failed) == 1 and "out of memory" in next(iter(first.failed.values()))
     (folder,) = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
-    assert json.loads((folder / "unfinished.json").read_text()) == {"stage": "evaluation",
-                                                                   "error": "RuntimeError: out of memory"}
+    marker = json.loads((folder / "unfinished.json").read_text())
+    assert (marker["stage"], marker["error"]) == ("evaluation", "RuntimeError: out of memory")
     assert (folder / "model.safetensors").is_file() and _runs(tmp_path / "out") == {}
 
     monkeypatch.setattr("tradeoff.experiment.evaluate", evaluate)

@@ -152,6 +152,24 @@ def union_of_names(names, ctx: DistContext) -> list[str]:
     return sorted(set().union(*gathered))
 
 
+def gather_to_main(obj, ctx: DistContext) -> list | None:
+    """Every rank's ``obj`` in rank order on rank 0 (None on the others); ``[obj]`` in one process."""
+    if not ctx.active:
+        return [obj]
+    gathered: list | None = [None] * ctx.world if ctx.is_main else None
+    dist.gather_object(obj, gathered, dst=0)
+    return gathered
+
+
+def any_rank(flags: list[bool], ctx: DistContext, device: torch.device) -> list[bool]:
+    """Each flag, true when it is true on any rank (so that every rank takes the same branch)."""
+    if not ctx.active:
+        return flags
+    t = torch.tensor([float(f) for f in flags], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
 def broadcast_object(obj, ctx: DistContext):
     """Rank 0's ``obj`` on every rank (a barrier, too)."""
     if not ctx.active:

@@ -48,15 +48,14 @@ def run_experiment(spec: Spec, out_dir: str | Path | None = None, show_progress:
     SIGTERM/SIGUSR1 during training write a snapshot and raise :class:`Preempted`."""
     spec = resolve(spec)
     ctx, _ = distributed.setup(pick_device(spec.train.device))
+    run_dir = Path(out_dir) / (run_name or spec.name) if out_dir is not None else None
     if not ctx.is_main:  # data-parallel run: only rank 0 shows progress and writes the run folder
-        return _shared(_run(spec, None, False, False), ctx)
-    folder = RunFolder(Path(out_dir) / (run_name or spec.name), resume, restart) if out_dir is not None else None
-    if folder is None:
+        with StopRequests() as stop:
+            return _shared(_run(spec, None, False, False, stop, run_dir), ctx)
+    if run_dir is None:
         return _shared(_run(spec, None, show_progress, echo), ctx)
-    if ctx.active and (resume or spec.snapshots.every_steps):
-        raise TradeoffError("snapshots and --resume do not work under torchrun yet; run without them.")
-    with folder, StopRequests() as stop:
-        run = _run(spec, folder, show_progress, echo, stop)
+    with RunFolder(run_dir, resume, restart) as folder, StopRequests() as stop:
+        run = _run(spec, folder, show_progress, echo, stop, run_dir)
         run.run_dir = folder.final
     write_summary(Path(out_dir))
     return _shared(run, ctx)
@@ -83,7 +82,9 @@ def check_same_spec(folder: RunFolder, spec: Spec) -> None:
 
 
 def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool,
-         stop: StopRequests | None = None) -> TrainedRun:
+         stop: StopRequests | None = None, run_dir: Path | None = None) -> TrainedRun:
+    """The pipeline. ``folder``: the run folder rank 0 writes; ``run_dir``: its path, where every
+    rank of a data-parallel run reads the snapshot to resume from and takes part in writing them."""
     def log(message: str) -> None:
         if folder is not None:
             folder.log(message)
@@ -95,15 +96,22 @@ def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool,
         if not echo:
             print(f"[{spec.name}] warning: {message}", file=sys.stderr)
 
-    resume = None
+    ctx, device = distributed.setup(pick_device(spec.train.device))
+    resume, snapshot_file = None, None
     if folder is not None:
         if folder.resuming and (folder.path / "spec.yaml").is_file():
             check_same_spec(folder, spec)
-            resume = snapshots.latest(folder.path, spec.digest(), warn)
+            resume, snapshot_file = snapshots.latest(folder.path, spec.digest(), warn) or (None, None)
         folder.write_text("spec.yaml", spec.to_yaml())
         folder.mark("training")
+    if run_dir is not None and ctx.active:  # every rank resumes from the file rank 0 chose
+        snapshot_file = distributed.broadcast_object(snapshot_file, ctx)
+        if snapshot_file is not None and not ctx.is_main:
+            resume = snapshots.read(snapshot_file)[0]
+    if resume is not None and len(resume.rng) != ctx.world:
+        raise TradeoffError(f"{snapshot_file} was written by {len(resume.rng)} process(es); resume it with as many "
+                            f"(this run has {ctx.world}), or pass --restart.")
     seed_everything(spec.seed)
-    ctx, device = distributed.setup(pick_device(spec.train.device))
     data = prepare(spec, device)
     log(f"{spec.data.dataset}: {len(data.train)} training / {len(data.test)} test images; "
         f"{spec.poison.method} poisoning of {len(data.poisoned_indices)} images, target {data.target}")
@@ -111,11 +119,12 @@ def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool,
     distributed.rank_seed(spec.seed, ctx)
     batches = data.train.batches(spec.train.batch_size, spec.seed, device, ctx.rank, ctx.world,
                                  augment=spec.data.augment)
-    snapshotter = None
     if folder is not None:
         folder.save_tensors("poison.safetensors", {"indices": data.plan.indices, "corners": data.plan.corners})
-        snapshotter = Snapshotter(folder.path, spec.snapshots, spec.digest(), log,
-                                  stop_requested=lambda: stop is not None and stop.requested)
+    snapshotter = None
+    if run_dir is not None:
+        snapshotter = Snapshotter(run_dir, spec.snapshots, spec.digest(), log,
+                                  stop_requested=lambda: stop is not None and stop.requested, ctx=ctx)
     result = train_model(model, batches, make_objective(spec), spec.train, device, log, show_progress, ctx=ctx,
                          snapshotter=snapshotter, resume=resume)
     log(f"trained {result.steps} steps in {result.seconds:.1f} s")

@@ -1,6 +1,6 @@
-"""Stop requests: SIGTERM and SIGUSR1 (what SLURM sends before preemption or the time limit)
-ask the training loop to write a snapshot at the next step boundary and stop; the command then
-exits with status 75 (EX_TEMPFAIL: resumable)."""
+"""Stop requests: SIGTERM and SIGUSR1 (what SLURM sends before preemption or the time limit) and
+SIGUSR2 (submitit's preemption and time-out signal) ask the training loop to write a snapshot at
+the next step boundary and stop; the command then exits with status 75 (EX_TEMPFAIL: resumable)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import signal
 import threading
 
 EXIT_RESUMABLE = 75
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class Preempted(Exception):

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -47,6 +48,17 @@ def is_unfinished(run_dir: Path) -> bool:
 def is_finished(run_dir: Path) -> bool:
     run_dir = Path(run_dir)
     return (run_dir / "metrics.json").is_file() and not is_unfinished(run_dir)
+
+
+def writer_alive(state: dict) -> bool:
+    """Whether the process that wrote an unfinished marker still runs (known on its own host only)."""
+    if state.get("error") or state.get("host") != socket.gethostname() or not state.get("pid"):
+        return False
+    try:
+        os.kill(int(state["pid"]), 0)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def unfinished_state(run_dir: Path) -> dict:
@@ -95,9 +107,10 @@ class RunFolder:
         return self
 
     def mark(self, stage: str, **details) -> None:
-        """Record the stage the run has reached in the unfinished marker."""
+        """Record the stage the run has reached, and which process is writing, in the marker."""
         self._stage = stage
-        write_text_atomic(self.path / UNFINISHED, json.dumps({"stage": stage, **details}) + "\n")
+        state = {"stage": stage, **details, "host": socket.gethostname(), "pid": os.getpid()}
+        write_text_atomic(self.path / UNFINISHED, json.dumps(state) + "\n")
 
     def log(self, message: str) -> None:
         self._log.write(message + "\n")

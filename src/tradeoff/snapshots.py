@@ -24,6 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from tradeoff.distributed import SINGLE, DistContext, any_rank, gather_to_main
 from tradeoff.errors import TradeoffError
 
 FORMAT = 1
@@ -40,12 +41,12 @@ class TrainState:
     batch_in_epoch: int  # batches of ``epoch`` already taken
     seconds: float  # training time so far
     history: list  # (epoch, mean loss, mean accuracy) of the finished epochs
-    epoch_sums: list  # loss sum, correct count, images seen of the unfinished epoch
+    epoch_sums: list  # per rank: loss sum, correct count, images seen of the unfinished epoch
     model: dict
     optimizer: dict
     scaler: dict
-    objective: dict  # name -> tensor
-    rng: dict = field(default_factory=dict)  # see capture_rng
+    objective: list  # per rank: name -> tensor
+    rng: list = field(default_factory=list)  # per rank: see capture_rng
 
 
 def capture_rng(generators: dict[str, torch.Generator]) -> dict:
@@ -80,7 +81,8 @@ def _cpu(t: torch.Tensor) -> torch.Tensor:
 def encode(state: TrainState, digest: str) -> tuple[dict, dict]:
     """(tensors, JSON metadata) of ``state``."""
     tensors = {f"model/{k}": _cpu(v) for k, v in state.model.items()}
-    tensors.update({f"objective/{k}": _cpu(v) for k, v in state.objective.items()})
+    for rank, objective in enumerate(state.objective):
+        tensors.update({f"objective/{rank}/{k}": _cpu(v) for k, v in objective.items()})
     optimizer_values = {}
     for index, values in state.optimizer["state"].items():
         for key, value in values.items():
@@ -88,18 +90,20 @@ def encode(state: TrainState, digest: str) -> tuple[dict, dict]:
                 tensors[f"optimizer/{index}/{key}"] = _cpu(value)
             else:
                 optimizer_values[f"{index}/{key}"] = value
-    rng = state.rng
-    tensors["rng/torch"] = rng["torch"]
-    tensors["rng/numpy"] = torch.from_numpy(rng["numpy"][1])
-    tensors.update({f"rng/cuda/{i}": s for i, s in enumerate(rng["cuda"])})
-    tensors.update({f"rng/generator/{k}": s for k, s in rng["generators"].items()})
+    ranks = []
+    for rank, rng in enumerate(state.rng):
+        tensors[f"rng/{rank}/torch"] = rng["torch"]
+        tensors[f"rng/{rank}/numpy"] = torch.from_numpy(rng["numpy"][1])
+        tensors.update({f"rng/{rank}/cuda/{i}": s for i, s in enumerate(rng["cuda"])})
+        tensors.update({f"rng/{rank}/generator/{k}": s for k, s in rng["generators"].items()})
+        ranks.append({"python": rng["python"], "numpy": [rng["numpy"][0], *rng["numpy"][2:]],
+                      "cuda": len(rng["cuda"]), "generators": sorted(rng["generators"]),
+                      "objective": sorted(state.objective[rank])})
     meta = {"format": FORMAT, "spec_digest": digest, "step": state.step, "epoch": state.epoch,
             "batch_in_epoch": state.batch_in_epoch, "seconds": state.seconds, "history": state.history,
             "epoch_sums": state.epoch_sums, "optimizer_groups": state.optimizer["param_groups"],
             "optimizer_indices": sorted(state.optimizer["state"]), "optimizer_values": optimizer_values,
-            "scaler": state.scaler, "objective": sorted(state.objective),
-            "python_rng": rng["python"], "numpy_rng": [rng["numpy"][0], *rng["numpy"][2:]],
-            "cuda_rng": len(rng["cuda"]), "generators": sorted(rng["generators"])}
+            "scaler": state.scaler, "ranks": ranks}
     return tensors, meta
 
 
@@ -112,15 +116,20 @@ def decode(tensors: dict, meta: dict) -> TrainState:
         values = {k.split("/", 1)[1]: v for k, v in meta["optimizer_values"].items() if k.split("/", 1)[0] == str(index)}
         values.update(under(f"optimizer/{index}/"))
         optimizer_state[index] = values
-    numpy_name, pos, has_gauss, cached = meta["numpy_rng"]
-    rng = {"python": meta["python_rng"], "numpy": [numpy_name, tensors["rng/numpy"].numpy(), pos, has_gauss, cached],
-           "torch": tensors["rng/torch"], "cuda": [tensors[f"rng/cuda/{i}"] for i in range(meta["cuda_rng"])],
-           "generators": {k: tensors[f"rng/generator/{k}"] for k in meta["generators"]}}
+    rngs, objectives = [], []
+    for rank, r in enumerate(meta["ranks"]):
+        numpy_name, pos, has_gauss, cached = r["numpy"]
+        rngs.append({"python": r["python"],
+                     "numpy": [numpy_name, tensors[f"rng/{rank}/numpy"].numpy(), pos, has_gauss, cached],
+                     "torch": tensors[f"rng/{rank}/torch"],
+                     "cuda": [tensors[f"rng/{rank}/cuda/{i}"] for i in range(r["cuda"])],
+                     "generators": {k: tensors[f"rng/{rank}/generator/{k}"] for k in r["generators"]}})
+        objectives.append({k: tensors[f"objective/{rank}/{k}"] for k in r["objective"]})
     return TrainState(step=meta["step"], epoch=meta["epoch"], batch_in_epoch=meta["batch_in_epoch"],
                       seconds=meta["seconds"], history=[tuple(h) for h in meta["history"]],
                       epoch_sums=meta["epoch_sums"], model=under("model/"),
                       optimizer={"state": optimizer_state, "param_groups": meta["optimizer_groups"]},
-                      scaler=meta["scaler"], objective=under("objective/"), rng=rng)
+                      scaler=meta["scaler"], objective=objectives, rng=rngs)
 
 
 def snapshot_name(step: int) -> str:
@@ -155,9 +164,9 @@ def snapshot_files(run_dir: Path) -> list[Path]:
     return sorted(folder.glob("step-*.safetensors"), reverse=True) if folder.is_dir() else []
 
 
-def latest(run_dir: Path, digest: str, warn: Callable[[str], None]) -> TrainState | None:
-    """The newest readable snapshot of ``run_dir``, skipping bad ones with a warning; None when
-    the run has none; one sentence when every one of them is bad."""
+def latest(run_dir: Path, digest: str, warn: Callable[[str], None]) -> tuple[TrainState, Path] | None:
+    """(state, file) of the newest readable snapshot of ``run_dir``, skipping bad ones with a
+    warning; None when the run has none; one sentence when every one of them is bad."""
     files = snapshot_files(run_dir)
     for path in files:
         try:
@@ -168,7 +177,7 @@ def latest(run_dir: Path, digest: str, warn: Callable[[str], None]) -> TrainStat
         if written_for != digest:
             raise TradeoffError(f"{path} was written for another spec (digest {written_for}, this spec's is "
                                 f"{digest}); pass --restart to start the run over.")
-        return state
+        return state, path
     if files:
         raise TradeoffError(f"every snapshot in {Path(run_dir) / FOLDER} is unreadable; pass --restart to start "
                             "the run over.")
@@ -180,13 +189,16 @@ def latest(run_dir: Path, digest: str, warn: Callable[[str], None]) -> TrainStat
 
 class Snapshotter:
     """Decides when the training loop writes a snapshot (every N steps, every M minutes, at the
-    end of training, and when a stop was requested) and keeps the newest ``keep`` files."""
+    end of training, and when a stop was requested) and keeps the newest ``keep`` files.
+
+    In a data-parallel run every rank has one: the decision is taken on all ranks together, each
+    rank's random generators and objective state are gathered, and rank 0 writes the file."""
 
     def __init__(self, run_dir: Path, snapshot_spec, digest: str, log: Callable[[str], None] = print,
-                 stop_requested: Callable[[], bool] = lambda: False):
+                 stop_requested: Callable[[], bool] = lambda: False, ctx: DistContext = SINGLE):
         self.folder = Path(run_dir) / FOLDER
         self.spec, self.digest, self.log = snapshot_spec, digest, log
-        self.stop_requested = stop_requested
+        self.stop_requested, self.ctx = stop_requested, ctx
         self.last_write = time.monotonic()
         self.written: list[tuple[float, int]] = []  # (seconds, bytes) per write
 
@@ -195,7 +207,20 @@ class Snapshotter:
         return bool((every_steps and step % every_steps == 0)
                     or (every_minutes and time.monotonic() - self.last_write >= 60 * every_minutes))
 
-    def write(self, state: TrainState) -> Path:
+    def decide(self, step: int, device: torch.device) -> tuple[bool, bool]:
+        """(stop, write) at this step boundary, the same on every rank."""
+        stop, write = any_rank([self.stop_requested(), self.due(step)], self.ctx, device)
+        return stop, stop or write
+
+    def write(self, state: TrainState) -> Path | None:
+        """Write ``state`` (this rank's generators, objective state and epoch sums first in their
+        lists); the file on rank 0, None on the others."""
+        mine = (state.rng[0], {k: _cpu(v) for k, v in state.objective[0].items()}, state.epoch_sums[0])
+        per_rank = gather_to_main(mine, self.ctx)
+        self.last_write = time.monotonic()
+        if per_rank is None:
+            return None
+        state.rng, state.objective, state.epoch_sums = (list(part) for part in zip(*per_rank))
         start = time.perf_counter()
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / snapshot_name(state.step)

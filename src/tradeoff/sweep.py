@@ -17,20 +17,19 @@ import shutil
 import sys
 import threading
 import time
-import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Optional
 
-from tradeoff.config import spec_from_dict
+from tradeoff.cell import run_cell
+from tradeoff.cluster import ACTIVE_STATES, ClusterOptions, answer_of, job_state, recorded_jobs, submit
 from tradeoff.data import load_data
 from tradeoff.errors import TradeoffError
-from tradeoff.experiment import run_experiment
 from tradeoff.grids import Grid, GridCell, expand, load_table
-from tradeoff.preemption import Preempted
-from tradeoff.runs import check_output_folder, finished_runs, write_summary, write_text_atomic
+from tradeoff.runs import (check_output_folder, finished_runs, is_finished, is_unfinished, unfinished_state,
+                           write_summary, write_text_atomic, writer_alive)
 
 MANIFEST_PREFIX = "sweep-"
 
@@ -43,6 +42,7 @@ class SweepResult:
     failed: dict = field(default_factory=dict)  # run name or cell label -> message
     notes: list = field(default_factory=list)
     preempted: list = field(default_factory=list)  # run names stopped on request, resumable
+    submitted: list = field(default_factory=list)  # run names submitted as cluster jobs that outlive the sweep
 
 
 # --------------------------------------------------------------------------- the output folder
@@ -171,20 +171,6 @@ def _init_worker(parent: int, threads: int) -> None:
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
-def run_cell(spec_dict: dict, out: str, run_name: str) -> dict:
-    """Run one cell; returns {"metrics": ..., "seconds": ...} or {"error": one line, "trace": ...}."""
-    start = time.perf_counter()
-    try:
-        outcome = run_experiment(spec_from_dict(spec_dict), out, show_progress=False, run_name=run_name, resume=True)
-    except Preempted as e:
-        return {"preempted": str(e)}
-    except TradeoffError as e:
-        return {"error": str(e), "trace": ""}
-    except Exception as e:  # noqa: BLE001  one broken cell must not stop the grid
-        return {"error": f"{e.__class__.__name__}: {e}", "trace": traceback.format_exc()}
-    return {"metrics": outcome.metrics, "seconds": time.perf_counter() - start}
-
-
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)
@@ -200,8 +186,12 @@ def _short_metrics(metrics: dict) -> str:
 
 def sweep(tables: list[str], preset: str, out: str | Path, seeds: Optional[int] = None,
           datasets: Optional[list] = None, overrides: Optional[list] = None, data_root: Optional[str] = None,
-          workers: int = 1, echo: Callable[[str], None] = print, only: Optional[list] = None) -> SweepResult:
-    """Run every cell of ``tables`` not yet done in ``out``."""
+          workers: int = 1, echo: Callable[[str], None] = print, only: Optional[list] = None,
+          cluster: Optional[ClusterOptions] = None) -> SweepResult:
+    """Run every cell of ``tables`` not yet done in ``out``: in this process, ``workers``
+    processes, or as cluster jobs (``cluster``, see :mod:`tradeoff.cluster`)."""
+    cluster = cluster or ClusterOptions()
+    cluster.check()
     if workers < 1:
         raise TradeoffError(f"--workers must be at least 1, not {workers}.")
     out = Path(out)
@@ -239,7 +229,10 @@ def sweep(tables: list[str], preset: str, out: str | Path, seeds: Optional[int] 
         echo(f"{len(defs)} table(s), preset {preset}: {total} run(s), {len(result.cached)} already done, "
              f"{len(todo)} to run" + (f" on {workers} workers" if workers > 1 and todo else ""))
         try:
-            _run_all(list(todo.values()), out, workers, result, total, echo)
+            if cluster.executor == "pool":
+                _run_all(list(todo.values()), out, workers, result, total, echo)
+            elif todo:
+                _run_as_jobs(list(todo.values()), out, cluster, result, echo)
         finally:
             for g in grids:
                 write_manifest(out, g, unavailable, result.failed)
@@ -248,7 +241,63 @@ def sweep(tables: list[str], preset: str, out: str | Path, seeds: Optional[int] 
     return result
 
 
+def _run_as_jobs(cells: list[GridCell], out: Path, cluster: ClusterOptions, result: SweepResult, echo) -> None:
+    recorded = recorded_jobs(out)
+    active = [c for c in cells if c.run_name in recorded and job_state(recorded[c.run_name], out) in ACTIVE_STATES]
+    if active:
+        echo(f"{len(active)} cell(s) already queued or running as jobs; not submitted again")
+        result.submitted += [c.run_name for c in active]
+        cells = [c for c in cells if c not in active]
+    if not cells:
+        return
+    jobs = submit(cells, out, cluster)
+    echo(f"submitted {len(jobs)} job(s) to {cluster.executor} (first job {jobs[0].job_id}); "
+         f"follow them with: tradeoff sweep --status {out}")
+    if cluster.executor == "slurm":  # the jobs outlive this command; a later sweep or report reads them
+        result.submitted += [c.run_name for c in cells]
+        return
+    answers = ((cell, answer_of(job)) for cell, job in zip(cells, jobs))
+    _record_answers(answers, out, result, len(result.cached) + len(cells), echo)
+
+
 def _run_all(cells: list[GridCell], out: Path, workers: int, result: SweepResult, total: int, echo) -> None:
+    if workers == 1 or len(cells) <= 1:
+        def in_order():
+            for cell in cells:
+                yield cell, run_cell(cell.spec.to_dict(), str(out), cell.run_name)
+                if result.preempted:  # a stop was requested: no new cell starts
+                    return
+
+        _record_answers(in_order(), out, result, total, echo)
+        return
+    threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // workers))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                             initializer=_init_worker, initargs=(os.getpid(), threads)) as pool:
+        pending = {pool.submit(run_cell, c.spec.to_dict(), str(out), c.run_name): c for c in cells}
+
+        def as_finished():
+            while pending:
+                finished_now, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished_now:
+                    cell = pending.pop(future)
+                    try:
+                        answer = future.result()
+                    except Exception as e:  # noqa: BLE001  a worker died (e.g. out of memory)
+                        answer = {"error": f"the worker process failed ({e.__class__.__name__}: {e})"}
+                    yield cell, answer
+                if result.preempted:  # a stop was requested: let the running cells snapshot, start no new one
+                    for future in pending:
+                        future.cancel()
+
+        try:
+            _record_answers(as_finished(), out, result, total, echo)
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def _record_answers(answers, out: Path, result: SweepResult, total: int, echo) -> None:
+    """Record each (cell, answer) as it comes, with a progress line."""
     start = time.perf_counter()
     count = [len(result.cached)]
 
@@ -275,32 +324,56 @@ def _run_all(cells: list[GridCell], out: Path, workers: int, result: SweepResult
             echo(f"{head}: {_short_metrics(answer['metrics'])}{flag} ({_duration(answer['seconds'])}; "
                  f"elapsed {_duration(elapsed)}{eta})")
 
-    if workers == 1 or len(cells) <= 1:
-        for cell in cells:
-            finished(cell, run_cell(cell.spec.to_dict(), str(out), cell.run_name))
-            if result.preempted:  # a stop was requested: no new cell starts
-                return
-        return
-    threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // workers))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                             initializer=_init_worker, initargs=(os.getpid(), threads)) as pool:
-        pending = {pool.submit(run_cell, c.spec.to_dict(), str(out), c.run_name): c for c in cells}
-        try:
-            while pending:
-                finished_now, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished_now:
-                    cell = pending.pop(future)
-                    try:
-                        answer = future.result()
-                    except Exception as e:  # noqa: BLE001  a worker died (e.g. out of memory)
-                        answer = {"error": f"the worker process failed ({e.__class__.__name__}: {e})"}
-                    finished(cell, answer)
-                if result.preempted:  # a stop was requested: let the running cells snapshot, start no new one
-                    for future in pending:
-                        future.cancel()
-        except KeyboardInterrupt:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    for cell, answer in answers:
+        finished(cell, answer)
+
+
+def last_log_line(run_dir: Path) -> str:
+    try:
+        lines = (run_dir / "log.txt").read_text().strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def cell_state(out: Path, run_name: str, jobs: dict) -> str:
+    """done, running, queued, failed (with the reason or the last log line), resumable or not started."""
+    run_dir = out / run_name
+    job = jobs.get(run_name)
+    scheduler = job_state(job, out) if job else None
+    if is_finished(run_dir):
+        return "done"
+    if is_unfinished(run_dir):
+        marker = unfinished_state(run_dir)
+        if marker.get("error"):
+            return f"failed ({marker['stage']}): {marker['error']}; last log line: {last_log_line(run_dir)}"
+        if writer_alive(marker) or scheduler == "RUNNING":
+            return f"running ({marker.get('stage')}): {last_log_line(run_dir)}"
+        return f"resumable (stopped in {marker.get('stage')}): {last_log_line(run_dir)}"
+    if scheduler in ACTIVE_STATES and scheduler != "RUNNING":
+        return f"queued (job {job['job']})"
+    if scheduler == "RUNNING":
+        return f"running (job {job['job']}, starting)"
+    if scheduler in ("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "INTERRUPTED"):
+        return f"failed (job {job['job']} {scheduler.lower()})"
+    return "not started"
+
+
+def status(out: Path) -> list[tuple[str, str]]:
+    """(cell label, state) for every cell of every sweep manifest in ``out``."""
+    out = Path(out)
+    jobs = recorded_jobs(out)
+    rows = []
+    for manifest in read_manifests(out):
+        for c in manifest["cells"]:
+            label = f"{manifest['table']} {c['dataset']} {c['slug']} s{c['seed']}"
+            if c.get("skipped"):
+                rows.append((label, f"skipped: {c['skipped']}"))
+            elif not c.get("run"):
+                rows.append((label, f"invalid: {c.get('error')}"))
+            else:
+                rows.append((label, cell_state(out, c["run"], jobs)))
+    return rows
 
 
 def main_echo(message: str) -> None:

@@ -109,10 +109,10 @@ def train_model(model, batches, objective, train_spec, device, log=print, show_p
         optimizer.load_state_dict(resume.optimizer)
         if resume.scaler:
             scaler.load_state_dict(resume.scaler)
-        objective.load_state_dict(resume.objective)
-        restore_rng(resume.rng, batches.generators())
+        objective.load_state_dict(resume.objective[ctx.rank])
+        restore_rng(resume.rng[ctx.rank], batches.generators())
         step, epoch, first_batch = resume.step, resume.epoch, resume.batch_in_epoch
-        history, seconds_before, sums = list(resume.history), resume.seconds, list(resume.epoch_sums)
+        history, seconds_before, sums = list(resume.history), resume.seconds, list(resume.epoch_sums[ctx.rank])
         log(f"resumed from the snapshot at step {step} (epoch {epoch}, batch {first_batch})")
     start = time.perf_counter()
     bar = progress_bar(total=steps, initial=step, desc="train", unit="step", enabled=show_progress)
@@ -120,9 +120,9 @@ def train_model(model, batches, objective, train_spec, device, log=print, show_p
     def state(batch_in_epoch: int, loss_sum, correct, seen) -> TrainState:
         return TrainState(step=step, epoch=epoch, batch_in_epoch=batch_in_epoch,
                           seconds=seconds_before + time.perf_counter() - start, history=[list(h) for h in history],
-                          epoch_sums=[float(loss_sum), float(correct), int(seen)], model=model.state_dict(),
+                          epoch_sums=[[float(loss_sum), float(correct), int(seen)]], model=model.state_dict(),
                           optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
-                          objective=objective.state_dict(), rng=capture_rng(batches.generators()))
+                          objective=[objective.state_dict()], rng=[capture_rng(batches.generators())])
 
     while step < steps:
         loss_sum = torch.tensor(sums[0], device=device)
@@ -152,8 +152,8 @@ def train_model(model, batches, objective, train_spec, device, log=print, show_p
             taken += 1
             bar.update(1)
             if snapshotter is not None and step < steps:
-                stop = snapshotter.stop_requested()
-                if stop or snapshotter.due(step):
+                stop, write = snapshotter.decide(step, device)
+                if write:
                     snapshotter.write(state(taken, loss_sum, correct, seen))
                 if stop:
                     bar.close()
@@ -170,7 +170,7 @@ def train_model(model, batches, objective, train_spec, device, log=print, show_p
     if snapshotter is not None and (resume is None or resume.step < steps):
         # The end of training: what evaluation and the backdoor defences resume from.
         snapshotter.write(state(0, 0.0, 0.0, 0))
-        if snapshotter.stop_requested():
+        if snapshotter.decide(step, device)[0]:
             raise Preempted(f"stopped on request at the end of training (step {step}), after writing a snapshot")
     return TrainResult(steps=step, seconds=seconds, final_loss=history[-1][1] if history else float("nan"),
                        history=history)

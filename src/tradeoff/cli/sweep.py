@@ -10,7 +10,8 @@ from tradeoff.cli.base import command
 from tradeoff.errors import TradeoffError
 from tradeoff.preemption import EXIT_RESUMABLE
 from tradeoff.runs import is_unfinished
-from tradeoff.sweep import done_digests, main_echo, sweep
+from tradeoff.cluster import EXECUTORS, ClusterOptions
+from tradeoff.sweep import done_digests, main_echo, status, sweep
 
 
 @command("sweep", "run every cell of a paper table not yet done (resumable; see `tradeoff sweep --list`)")
@@ -26,10 +27,29 @@ def configure_sweep(p: argparse.ArgumentParser):
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec field in every cell (changes the cells' digests)")
     p.add_argument("--data-root", help="folder holding the datasets (default: $TRADEOFF_DATA, else ~/.cache/tradeoff)")
+    p.add_argument("--executor", default="pool", choices=EXECUTORS,
+                   help="pool: --workers processes here (default); slurm: one SLURM job per cell (a job array; "
+                        "the command returns after submitting); local: the same jobs through submitit on this machine")
+    p.add_argument("--slurm-partition", help="the SLURM partition (with --executor slurm)")
+    p.add_argument("--slurm-time", type=float, default=24.0, metavar="HOURS",
+                   help="wall-time limit of each cell's job in hours (default: 24); a job that reaches it is requeued "
+                        "and resumes from its snapshot")
+    p.add_argument("--gpus-per-cell", type=int, default=0, help="GPUs per cell, one data-parallel process each")
+    p.add_argument("--nodes-per-cell", type=int, default=1, help="nodes per cell (default: 1)")
+    p.add_argument("--status", metavar="DIR", help="list every cell of the sweeps in DIR: done, running, queued, failed "
+                                                    "or resumable; run nothing")
     p.add_argument("--list", action="store_true", help="list the tables and presets, run nothing")
     p.add_argument("--dry-run", action="store_true", help="show the cells and what is done, run nothing")
 
     def handle(args) -> int:
+        if args.status:
+            rows = status(Path(args.status))
+            if not rows:
+                raise TradeoffError(f"{args.status} holds no sweep manifests (sweep-*.json).")
+            width = max(len(label) for label, _ in rows)
+            for label, state in rows:
+                print(f"{label:{width}s}  {state}")
+            return 0
         if args.list:
             for tid in grids.table_ids():
                 t = grids.load_table(tid)
@@ -51,8 +71,14 @@ def configure_sweep(p: argparse.ArgumentParser):
                              else "unfinished: resumes" if is_unfinished(Path(args.out) / c.run_name) else "to run")
                     print(f"{c.label:50s} {c.digest or '-':12s} {state}")
             return 0
+        cluster = ClusterOptions(args.executor, args.slurm_partition, args.slurm_time, args.gpus_per_cell,
+                                 args.nodes_per_cell)
         result = sweep(tables, args.preset, args.out, args.seeds, args.datasets, args.overrides, args.data_root,
-                       args.workers, echo=main_echo, only=args.cells)
+                       args.workers, echo=main_echo, only=args.cells, cluster=cluster)
+        if result.submitted:
+            print(f"{len(result.submitted)} cell(s) submitted as jobs; `tradeoff sweep --status {args.out}` follows them, "
+                  f"and `tradeoff report {args.out}` reads what has finished.")
+            return 0
         print(f"{len(result.ran)} run(s) finished, {len(result.cached)} already done, {len(result.failed)} failed"
               + (f", {len(result.preempted)} stopped on request (rerun the sweep to resume)" if result.preempted else "")
               + f"; run folders, summary.csv and manifests in {Path(args.out)}/ (next: tradeoff report {args.out})")

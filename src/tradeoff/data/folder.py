@@ -85,19 +85,20 @@ def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out[0].round_().clamp_(0, 255).to(torch.uint8)
 
 
-def random_resized_box(h: int, w: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+def random_resized_box(h: int, w: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                       generator: torch.Generator | None = None) -> tuple[int, int, int, int]:
     """(top, left, height, width) of a crop covering a random share ``scale`` of the image's area
     with a random aspect ratio (log-uniform in ``ratio``), as in the Inception/ResNet recipe;
     after 10 misses, the central crop with the closest allowed aspect ratio."""
     area = h * w
     log_ratio = torch.log(torch.tensor(ratio))
     for _ in range(10):
-        target = area * torch.empty(1).uniform_(*scale).item()
-        aspect = torch.exp(torch.empty(1).uniform_(log_ratio[0].item(), log_ratio[1].item())).item()
+        target = area * torch.empty(1).uniform_(*scale, generator=generator).item()
+        aspect = torch.exp(torch.empty(1).uniform_(log_ratio[0].item(), log_ratio[1].item(), generator=generator)).item()
         cw, ch = round((target * aspect) ** 0.5), round((target / aspect) ** 0.5)
         if 0 < cw <= w and 0 < ch <= h:
-            top = int(torch.randint(0, h - ch + 1, (1,)))
-            left = int(torch.randint(0, w - cw + 1, (1,)))
+            top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
+            left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
             return top, left, ch, cw
     aspect = w / h
     if aspect < ratio[0]:
@@ -109,14 +110,14 @@ def random_resized_box(h: int, w: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) 
     return (h - ch) // 2, (w - cw) // 2, ch, cw
 
 
-def train_transform(image: torch.Tensor, size: int) -> torch.Tensor:
+def train_transform(image: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Random-resized crop to size x size, then a horizontal flip with probability 1/2."""
-    top, left, ch, cw = random_resized_box(*image.shape[1:])
+    top, left, ch, cw = random_resized_box(*image.shape[1:], generator=generator)
     out = resize(image[:, top:top + ch, left:left + cw], (size, size))
-    return out.flip(-1) if torch.rand(1).item() < 0.5 else out
+    return out.flip(-1) if torch.rand(1, generator=generator).item() < 0.5 else out
 
 
-def eval_transform(image: torch.Tensor, size: int) -> torch.Tensor:
+def eval_transform(image: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Resize the short side to round(size * 256 / 224), then the central size x size crop."""
     h, w = image.shape[1:]
     short = round(size * RESIZE_RATIO)
@@ -186,8 +187,13 @@ class FolderSet(Dataset):
             image = stamp_native(image, self._trigger, int(self._corners[self._slot[i]]))
         return image
 
-    def __getitem__(self, i: int):
-        return self.transform(self.read(i)), int(self._labels[i])
+    def __getitem__(self, item):
+        """Image ``item``, or ``(image index, draw seed)``: the training sampler's items, whose
+        augmentation draws come from their own seed (the same in any loader process, and again
+        after a resume)."""
+        i, draws = item if isinstance(item, tuple) else (item, None)
+        generator = torch.Generator().manual_seed(draws) if draws is not None else None
+        return self.transform(self.read(i), generator=generator), int(self._labels[i])
 
     def batches(self, batch_size: int, seed: int, device, rank: int = 0, world: int = 1,
                 augment: bool = False) -> "StreamedBatches":
@@ -224,8 +230,9 @@ class _ShardSampler:
 
     def __iter__(self):
         perm = epoch_permutation(self.n, self.seed, self.epoch)
+        base = (self.seed * 1_000_003 + self.epoch) << 24  # a draw seed per (seed, epoch, image)
         for start, stop in self.bounds[self.start:]:
-            yield perm[start:stop][self.rank::self.world].tolist()
+            yield [(i, base + i) for i in perm[start:stop][self.rank::self.world].tolist()]
 
 
 class StreamedBatches:

@@ -1,0 +1,27 @@
+"""One sweep cell in whatever process runs it (the sweep itself, a pool worker, a cluster job):
+its answer is plain data, so that it crosses process boundaries."""
+
+from __future__ import annotations
+
+import time
+import traceback
+
+from tradeoff.config import spec_from_dict
+from tradeoff.errors import TradeoffError
+from tradeoff.experiment import run_experiment
+from tradeoff.preemption import Preempted
+
+
+def run_cell(spec_dict: dict, out: str, run_name: str) -> dict:
+    """Run (or resume) one cell; returns {"metrics": ..., "seconds": ...}, {"error": one line,
+    "trace": ...}, or {"preempted": message} when a stop request ended it after a snapshot."""
+    start = time.perf_counter()
+    try:
+        outcome = run_experiment(spec_from_dict(spec_dict), out, show_progress=False, run_name=run_name, resume=True)
+    except Preempted as e:
+        return {"preempted": str(e)}
+    except TradeoffError as e:
+        return {"error": str(e), "trace": ""}
+    except Exception as e:  # noqa: BLE001  one broken cell must not stop the grid
+        return {"error": f"{e.__class__.__name__}: {e}", "trace": traceback.format_exc()}
+    return {"metrics": outcome.metrics, "seconds": time.perf_counter() - start}
