@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from slow_steps import slow_steps_source
 from tradeoff import grids
 from tradeoff.cli import main
 from tradeoff.config import load_spec
@@ -103,6 +104,38 @@ def test_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path, one_thread):
 
     third = sweep([str(table)], "smoke", out, **args)
     assert third.ran == [] and len(third.cached) == 3
+
+
+def test_sigterm_stops_a_sweep_after_a_snapshot_and_the_next_sweep_resumes(tmp_path, one_thread):
+    """SIGTERM to a sweep (as SLURM sends it): the running cell writes a snapshot and stops, no
+    other cell starts, the sweep exits 75; the next sweep resumes that cell and ends with the
+    metrics of an uninterrupted sweep."""
+    table = tmp_path / "tiny.yaml"
+    table.write_text(TINY_TABLE)
+    args = dict(datasets=["digits"], echo=lambda m: None)
+    sweep([str(table)], "smoke", tmp_path / "ref", **args)
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(slow_steps_source(0.2))  # steps of 200 ms in the sweep's process
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(slow), os.environ.get("PYTHONPATH")]))}
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "tradeoff", "sweep", str(table), "--preset", "smoke", "--out",
+                             str(out), "--datasets", "digits", "--set", "snapshots.every_steps=1"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(out.glob("*/snapshots/step-*")):
+        assert proc.poll() is None and time.time() < deadline, "the sweep ended before its first snapshot"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err
+    assert "stopped on request" in err and "Traceback" not in err
+    assert finished_runs(out) == []  # the first cell stopped and no other started
+
+    again = sweep([str(table)], "smoke", out, **args, overrides=["snapshots.every_steps=1"])
+    assert len(again.ran) == 3 and not again.preempted
+    assert _runs(out) == _runs(tmp_path / "ref")
 
 
 def test_a_cell_that_failed_after_training_resumes_from_its_snapshot(tmp_path, one_thread, monkeypatch):

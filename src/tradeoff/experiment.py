@@ -45,7 +45,7 @@ def run_experiment(spec: Spec, out_dir: str | Path | None = None, show_progress:
     """Run ``spec``; with ``out_dir``, record it in ``out_dir/<run_name or spec.name>/``, writing
     snapshots there as ``spec.snapshots`` says. ``resume`` continues that folder if it is
     unfinished (from its newest good snapshot); ``restart`` starts an unfinished one over.
-    SIGTERM/SIGUSR1 during training write a snapshot and raise :class:`Preempted`."""
+    SIGTERM, SIGUSR1 or SIGUSR2 during training write a snapshot and raise :class:`Preempted`."""
     spec = resolve(spec)
     ctx, _ = distributed.setup(pick_device(spec.train.device))
     run_dir = Path(out_dir) / (run_name or spec.name) if out_dir is not None else None
@@ -174,5 +174,4 @@ def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool,
     if folder is not None:
         for file_name, tensors in run.artifacts.items():  # backdoor defences' outputs
             folder.save_tensors(file_name, tensors)
-        folder.write_json("metrics.json", record)
     return run
