@@ -17,7 +17,8 @@ from tradeoff.errors import TradeoffError
 from tradeoff.experiment import run_experiment
 from tradeoff.models import build_model
 from tradeoff.models.resnet import Normalize
-from tradeoff.adversarial_defenses import make_objective
+from tradeoff import grids
+from tradeoff.adversarial_defenses import adversarial_defense_label, make_objective
 from tradeoff.config import load_spec
 from tradeoff.resolve import resolve
 
@@ -75,6 +76,33 @@ def test_ibp_loss_schedule_and_value_match_a_hand_computation():
         verified = F.cross_entropy(naive_margin_upper(model, x, y, eps), y).item()
         expect = (1 - kappa) * nominal + kappa * verified
         assert obj.loss(model, x, y, step)[0].item() == pytest.approx(expect, rel=1e-4)
+
+
+def test_at_eps_0_the_ibp_loss_is_the_nominal_one_without_bounds(monkeypatch):
+    """IBP at training eps 0 (Table 1(b)'s no-defence rows): the verified loss over worst-case
+    margins at eps 0 equals the nominal CE (float64 reference), so the objective returns the
+    nominal CE without computing bounds, at every step of the schedule."""
+    torch.manual_seed(0)
+    model = build_model("ibp-small", (1, 16, 16), 10).eval().double()
+    x, y = torch.rand(8, 1, 16, 16, dtype=torch.float64), torch.randint(0, 10, (8,))
+    nominal = F.cross_entropy(model(x), y)
+    assert F.cross_entropy(naive_margin_upper(model, x, y, 0.0), y).item() == pytest.approx(nominal.item(), rel=1e-12)
+    obj = make_objective(ibp_spec(ibp_eps=0.0))
+    monkeypatch.setattr("tradeoff.adversarial_defenses.ibp.worst_case_logits", lambda *a: pytest.fail("bounds computed"))
+    for step in (0, 20, 10**6):
+        assert obj.loss(model, x, y, step)[0].item() == nominal.item()
+
+
+def test_table1b_cells_train_with_adam_without_decay_and_label_eps_0_rows_none():
+    """Every Table 1(b) sweep cell (paper, cpu, smoke; MNIST and CIFAR-10) trains with Adam and no
+    weight decay (CIFAR-10's SGD protocol decay of 2e-3 was inherited before), and summary.csv
+    names the eps-0 rows' defence 'none' and the IBP rows' 'ibp'."""
+    table = grids.load_table("table1b")
+    for preset in ("paper", "cpu", "smoke"):
+        for cell in grids.expand(table, preset, seeds=1, datasets=["mnist", "cifar10"]).cells:
+            spec = resolve(cell.spec)
+            assert (spec.train.optimizer, spec.train.weight_decay) == ("adam", 0.0), (preset, cell.label)
+            assert adversarial_defense_label(spec) == ("ibp" if cell.slug.endswith("-ibp") else "none"), cell.label
 
 
 def test_ibp_eps_defaults_to_the_training_attack_eps_and_spec_checks():

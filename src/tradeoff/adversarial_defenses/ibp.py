@@ -39,6 +39,12 @@ class IBPOptions:
 class IBPTraining(Objective):
     """Nominal cross-entropy mixed with the verified cross-entropy over worst-case margins."""
 
+    @classmethod
+    def label(cls, spec) -> str:
+        """'none' at a training eps of 0 (Table 1(b)'s no-defence rows): the loss is the nominal one."""
+        eps = spec.adversarial_defense.options.ibp_eps
+        return "none" if eps == 0 else "ibp"
+
     def train_eps(self) -> float:
         eps = self.options.ibp_eps
         return eps if eps is not None else self.defense.attack.eps
@@ -53,7 +59,7 @@ class IBPTraining(Objective):
         eps, kappa = self.schedule(step)
         logits = model(x)
         nominal = F.cross_entropy(logits, y)
-        if kappa == 0:
+        if kappa == 0 or eps == 0:  # at eps 0 the verified loss equals the nominal one: skip the bounds
             return nominal, logits, x
         verified = F.cross_entropy(worst_case_logits(model, x, y, eps), y)
         return (1 - kappa) * nominal + kappa * verified, logits, x
