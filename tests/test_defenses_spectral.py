@@ -75,14 +75,17 @@ def test_representations_default_to_features_and_named_layer():
 
 def test_textbook_and_paper_removal_rules_on_known_poisons():
     """Well-separated poisons: the textbook variant removes ceil(1.5 x 40) = 60 images including every
-    poison; the paper variant removes exactly 40 + 1; only the target class is examined."""
+    poison; the paper variant removes exactly 40 + 1 and is reported as the oracle it is (it uses
+    the true poison count); only the target class is examined."""
     reps, labels, poisoned = planted()
     out = defend("spectral", synthetic_run(reps, labels, poisoned), variant="textbook", retrain=False)
     assert out["spectral_removed"] == 60 and out["spectral_detection_rate"] == 1.0
+    assert out["spectral_variant"] == "textbook"
     assert out["spectral_false_positive_rate"] == pytest.approx(20 / 300)
     assert out["spectral_deviation"] > 3
     out = defend("spectral", synthetic_run(reps, labels, poisoned), variant="paper", retrain=False)
     assert out["spectral_removed"] == 41 and out["spectral_detection_rate"] == 1.0
+    assert out["spectral_variant"] == "paper (oracle: knows the poison count)"
     out = defend("spectral", synthetic_run(reps, labels, poisoned), variant="textbook",
                    classes="all", expected_poisons=10, retrain=False)
     assert out["spectral_removed"] == 30  # 15 from each class

@@ -21,7 +21,7 @@ FAKE = {
 }
 
 
-def _fake_sweep(out):
+def _fake_sweep(out, extra=None):
     grid = grids.expand(grids.load_table("table2b"), "smoke", seeds=2, datasets=["mnist"])
     failed = {}
     for c in grid.cells:
@@ -32,7 +32,7 @@ def _fake_sweep(out):
             (run / "spec.yaml").write_text(c.spec.to_yaml())
             (run / "metrics.json").write_text(json.dumps({
                 "dataset": "mnist", "accuracy": 0.9, "adversarial_robustness": rob,
-                "backdoor_success_rate": asr, "spec_digest": c.digest}))
+                "backdoor_success_rate": asr, "spec_digest": c.digest, **(extra or {})}))
         elif c.slug == "size1-adv-training" and c.seed == 0:
             failed[c.run_name] = "boom"
     write_manifest(out, grid, {}, failed)
@@ -81,6 +81,18 @@ def test_report_layout_and_numbers(tmp_path, capsys):
     assert "data:image/png;base64," in page and 'colspan="2"' in page
     assert not re.search(r"""(src|href)=["'](?!data:)""", page)  # self-contained
     assert (out / "tradeoff-table2b-smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_report_names_the_backdoor_defences_decision_rules(tmp_path, capsys):
+    """A table whose runs used an oracle decision rule (the paper's spectral removal count knows
+    how many images are poisoned) says so in its notes."""
+    out = tmp_path / "sweep"
+    _fake_sweep(out, {"spectral_variant": "paper (oracle: knows the poison count)",
+                      "clustering_rule": "size (textbook)"})
+    assert main(["report", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "- spectral signatures: decision rule paper (oracle: knows the poison count)" in md
+    assert "- activation clustering: decision rule size (textbook)" in md
 
 
 def test_paper_values_split_embedded_numbers():

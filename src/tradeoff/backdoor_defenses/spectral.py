@@ -34,6 +34,11 @@ from tradeoff.handoff import TrainedRun
 from tradeoff.spec import option
 
 
+# As reported in metrics.json, summary.csv and the report: the paper's removal count uses the
+# true number of poisons, which a defender does not know.
+VARIANT_LABELS = {"paper": "paper (oracle: knows the poison count)", "textbook": "textbook"}
+
+
 @dataclass
 class SpectralOptions:
     variant: Literal["paper", "textbook"] = option("paper", doc="paper: remove poisons + 1 by uncentred scores")
@@ -96,9 +101,9 @@ def spectral_defense(run: TrainedRun, opts: SpectralOptions, log, show_progress)
         removed[idx[scores.topk(k).indices]] = True
         if c == target:
             deviation = separation(scores, poisoned[idx])
-    metrics = {"spectral_variant": opts.variant, "spectral_centred": centred, "spectral_classes": opts.classes,
+    metrics = {"spectral_variant": VARIANT_LABELS[opts.variant], "spectral_centred": centred, "spectral_classes": opts.classes,
                **detection_metrics("spectral", removed, poisoned, examined), "spectral_deviation": deviation}
-    log("spectral signatures (" + opts.variant + "): " + ", ".join(
+    log("spectral signatures (" + VARIANT_LABELS[opts.variant] + "): " + ", ".join(
         f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
     run.add_artifact("spectral.safetensors", {"scores": scores_all, "removed": removed.to(torch.uint8)})
     if opts.retrain:

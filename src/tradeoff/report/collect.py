@@ -86,6 +86,22 @@ def _number(value) -> Optional[float]:
     return float(value)
 
 
+# Backdoor defences' decision rules as their runs record them; an oracle rule is named as such.
+DECISION_RULES = {"spectral_variant": "spectral signatures", "clustering_rule": "activation clustering"}
+
+
+def decision_rule_notes(per_cell: dict) -> list[str]:
+    """One note per backdoor defence decision rule the table's runs used (e.g. the paper's
+    spectral removal count, an oracle that knows how many images are poisoned)."""
+    used: dict = {}
+    for runs in per_cell.values():
+        for run in runs:
+            for key, name in DECISION_RULES.items():
+                if run.get(key):
+                    used.setdefault(name, set()).add(str(run[key]))
+    return [f"{name}: decision rule {', '.join(sorted(rules))}" for name, rules in used.items()]
+
+
 def _pick(metrics: dict, keys: list) -> Optional[float]:
     """The first of ``keys`` present in ``metrics`` (``-`` and ``_`` are interchangeable)."""
     normal = {k.replace("-", "_"): v for k, v in metrics.items()}
@@ -167,6 +183,7 @@ def collect(manifest: dict, runs: dict, paper: list[dict]) -> TableReport:
                 e.status = "error"
             else:
                 e.status = e.status or "not run"
+    notes += decision_rule_notes(per_cell)
     for (ds, setting), seeds in collapsed.items():
         total = len(seeds) + len(per_cell.get((ds, setting), []))
         notes.append(f"{ds}, {setting}: training collapsed on {len(seeds)} of {total} seed(s) "
