@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tradeoff import grids
 from tradeoff.attacks import perturb, random_wrong_labels
 from tradeoff.models import NonLocalDenoise, build_model
 from tradeoff.adversarial_defenses import REGULARIZERS, Regularized, adversarial_defense_label, make_objective
@@ -356,3 +357,38 @@ def test_pgd_and_fgsm_agree_with_art(trained_digits_model):
     theirs = _library_accuracy(model, fgm.generate(x.numpy(), y=y.numpy()), y)
     ours = _robust_accuracy(model, x, y, AttackSpec(eps=0.1, step_size=0.1, steps=1, random_start=False))
     assert abs(ours - theirs) <= 0.01, (ours, theirs)
+
+
+def test_batch_stats_crafting_uses_batch_statistics_and_leaves_the_running_ones():
+    """attack_model_mode batch-stats (the paper preset's, as the original's TensorFlow code): the
+    crafted batch is the one crafted under batch statistics (PyTorch train mode, same random start)
+    and not the one under running statistics (eval mode), and the running statistics are exactly
+    as before, where train mode moves them."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 14 * 14, 10))
+    model.train()
+    with torch.no_grad():  # running statistics far from any batch's
+        model[1].running_mean.fill_(3.0)
+        model[1].running_var.fill_(0.1)
+    x, y = _batch()
+    before = {k: b.clone() for k, b in model[1].named_buffers()}
+    crafted = {}
+    for mode in ("batch-stats", "train", "eval"):
+        state = {k: b.clone() for k, b in model[1].named_buffers()}
+        torch.manual_seed(5)
+        crafted[mode] = make_objective(_spec(objective="pgd", attack_model_mode=mode)).inputs(model, x, y, 10**6)
+        moved = any(not torch.equal(b, state[k]) for k, b in model[1].named_buffers())
+        assert moved == (mode == "train"), mode
+        assert model.training  # the loop's mode is given back
+        for k, b in model[1].named_buffers():
+            b.copy_(state[k])
+    assert all(torch.equal(b, before[k]) for k, b in model[1].named_buffers())
+    assert torch.equal(crafted["batch-stats"], crafted["train"])
+    assert not torch.equal(crafted["batch-stats"], crafted["eval"])
+
+
+def test_the_paper_preset_crafts_with_batch_statistics():
+    for table in ("table1a", "table2b"):
+        for cell in grids.expand(grids.load_table(table), "paper", seeds=1).cells:
+            if cell.spec is not None:
+                assert cell.spec.adversarial_defense.attack_model_mode == "batch-stats", cell.label

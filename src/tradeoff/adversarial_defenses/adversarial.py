@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tradeoff.adversarial_defenses.base import ATTACK_MODEL_MODES, OBJECTIVES, Objective, model_mode
+from tradeoff.adversarial_defenses.base import ATTACK_MODEL_MODES, OBJECTIVES, Objective
 from tradeoff.attacks import gradient_step, perturb, project
 from tradeoff.spec import option
 
@@ -35,7 +35,7 @@ class PGDTraining(Objective):
         return self.defense.attack
 
     def inputs(self, model, x, y, step):
-        with model_mode(model, ATTACK_MODEL_MODES.get(self.defense.attack_model_mode)):
+        with ATTACK_MODEL_MODES.get(self.defense.attack_model_mode)(model):
             return perturb(model, x, y, self.ramped(self.attack_spec(), step))
 
     @classmethod

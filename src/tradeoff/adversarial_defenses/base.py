@@ -12,16 +12,11 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from tradeoff.registry import Registry
 
 OBJECTIVES: Registry = Registry("training objective", plural="objectives")
-
-# The model's mode while an objective crafts training examples: name -> train(True)/eval(False).
-ATTACK_MODEL_MODES: Registry[bool] = Registry("attack model mode", listed=False)
-ATTACK_MODEL_MODES.register("eval", description="running batch-norm statistics, no dropout")(False)
-ATTACK_MODEL_MODES.register("train", description="PyTorch's train mode (batch statistics; updates running ones)")(True)
-
 
 @contextmanager
 def model_mode(model, training: bool):
@@ -32,6 +27,33 @@ def model_mode(model, training: bool):
         yield
     finally:
         model.train(was)
+
+
+@contextmanager
+def batch_statistics_only(model):
+    """Train mode (batch-norm layers normalise with the batch's statistics) with every running
+    statistic restored afterwards: the original's crafting passes, whose TensorFlow update ops ran
+    only with the training step."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [{k: b.clone() for k, b in m.named_buffers(recurse=False)} for m in norms]
+    try:
+        with model_mode(model, True):
+            yield
+    finally:
+        with torch.no_grad():
+            for m, buffers in zip(norms, saved):
+                for k, b in m.named_buffers(recurse=False):
+                    b.copy_(buffers[k])
+
+
+# The model's state while an objective crafts training examples: name -> context manager factory.
+ATTACK_MODEL_MODES: Registry = Registry("attack model mode", listed=False)
+ATTACK_MODEL_MODES.register("eval", description="running batch-norm statistics, no dropout")(
+    lambda model: model_mode(model, False))
+ATTACK_MODEL_MODES.register("train", description="PyTorch's train mode (batch statistics; updates running ones)")(
+    lambda model: model_mode(model, True))
+ATTACK_MODEL_MODES.register("batch-stats", description="batch statistics, running ones left as they were "
+                            "(the original's TensorFlow code)")(batch_statistics_only)
 
 
 class Objective:
