@@ -2,6 +2,7 @@
 
 import pytest
 
+from tradeoff import grids
 from tradeoff.errors import TradeoffError
 from tradeoff.config import load_spec, parse_overrides, spec_from_dict
 from tradeoff.resolve import resolve
@@ -74,3 +75,18 @@ def test_digest_ignores_the_name_and_data_root_but_not_the_science():
     b = spec_from_dict({"name": "b", "data": {"root": "/y"}})
     c = spec_from_dict({"seed": 1})
     assert a.digest() == b.digest() != c.digest()
+
+
+def test_imagenet_paper_cells_require_released_weights_or_a_deliberate_from_scratch():
+    """The paper preset fine-tunes ResNet-50 on ImageNet: without model.checkpoint every ImageNet
+    cell is an error before anything runs (one sentence naming model.checkpoint); model.from_scratch
+    true trains from scratch deliberately; both at once is refused."""
+    table = grids.load_table("table1a")
+    cells = grids.expand(table, "paper", seeds=1, datasets=["imagenet"]).cells
+    assert cells and all(c.spec is None and "set model.checkpoint" in c.error for c in cells)
+    cells = grids.expand(table, "paper", seeds=1, datasets=["imagenet"], overrides=["model.from_scratch=true"]).cells
+    assert all(c.spec is not None for c in cells)
+    cells = grids.expand(table, "paper", seeds=1, datasets=["imagenet"], overrides=["model.checkpoint=w.safetensors"]).cells
+    assert all(c.spec is not None and c.spec.model.from_scratch is False for c in cells)
+    with pytest.raises(TradeoffError, match="choose one"):
+        load_spec(None, {"model": {"checkpoint": "w.safetensors", "from_scratch": True}})

@@ -150,6 +150,12 @@ def spec_from_dict(raw: dict) -> Spec:
     for item in spec.train.lr_schedule:
         if not (isinstance(item, list) and len(item) == 2 and all(isinstance(v, (int, float)) for v in item)):
             raise TradeoffError(f"train.lr_schedule entries must be [at, lr] pairs, not {item!r}.")
+    if spec.model.from_scratch is False and not spec.model.checkpoint:
+        raise TradeoffError("this protocol fine-tunes released weights: set model.checkpoint to a file (for "
+                            "ImageNet, torchvision's ResNet-50 weights, a v1.5 ResNet), or model.from_scratch=true "
+                            "to train from scratch on purpose.")
+    if spec.model.from_scratch and spec.model.checkpoint:
+        raise TradeoffError("model.from_scratch is true but model.checkpoint is set; choose one.")
     return spec
 
 

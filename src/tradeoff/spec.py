@@ -79,6 +79,8 @@ class ModelSpec:
                                  choices="model")
     width: float = option(1.0, doc="width multiplier", above=0)
     checkpoint: Optional[str] = option(None, doc="initial weights: safetensors or a weights-only torch file")
+    from_scratch: Optional[bool] = option(None, doc="false: the protocol fine-tunes, a checkpoint is required; "
+                                                    "true: train from scratch on purpose")
 
 
 @dataclass
