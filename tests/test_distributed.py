@@ -135,6 +135,46 @@ def test_two_gloo_ranks_killed_and_resumed_match_the_uninterrupted_run(tmp_path)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+# The CLI with every backdoor defence call recorded in calls-RANK.txt beside the launcher.
+COUNTING_LAUNCHER = """import os, sys
+from pathlib import Path
+import tradeoff.experiment
+real = tradeoff.experiment.run_backdoor_defense
+def counted(entry, *args, **kwargs):
+    with open(Path(__file__).parent / f"calls-{os.environ['RANK']}.txt", "a") as fh:
+        fh.write(entry["name"] + "\\n")
+    return real(entry, *args, **kwargs)
+tradeoff.experiment.run_backdoor_defense = counted
+from tradeoff.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_under_torchrun_backdoor_defences_run_once_on_rank_0(tmp_path):
+    """2 gloo ranks, spectral signatures with retraining and Neural Cleanse: each defence runs once,
+    on rank 0 alone (its retraining and unlearning single-process: no rank waits in a collective),
+    and the one run folder holds their metrics and outputs."""
+    raw = {**SPECS["standard"], "name": "t", "train": {"epochs": 1, "batch_size": 100},
+           "backdoor_defenses": [{"name": "spectral", "retrain": True},
+                                 {"name": "neural-cleanse", "epochs": 1, "unlearn": "target", "unlearn_epochs": 1}]}
+    spec = tmp_path / "t.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    launcher = tmp_path / "count.py"
+    launcher.write_text(COUNTING_LAUNCHER)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(free_port()), str(launcher), "run", str(spec), "--out", str(tmp_path / "out"), "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "calls-0.txt").read_text().split() == ["spectral", "neural-cleanse"]
+    assert not (tmp_path / "calls-1.txt").exists()
+    metrics = json.loads((tmp_path / "out" / "t" / "metrics.json").read_text())
+    assert "spectral_detection_rate" in metrics and "spectral_accuracy_after" in metrics
+    assert "cleanse_backdoor_success_rate_after" in metrics
+    assert (tmp_path / "out" / "t" / "spectral.safetensors").is_file()
+
+
 @pytest.mark.parametrize("n,batch,world", [(10, 4, 3), (1297, 100, 2), (9, 4, 2), (7, 3, 4)])
 def test_rank_slices_and_weights_give_the_global_batch_gradient(n, batch, world):
     """Each global batch is partitioned by the ranks' slices, and averaging the ranks' gradients

@@ -62,8 +62,10 @@ def run_experiment(spec: Spec, out_dir: str | Path | None = None, show_progress:
 
 
 def _shared(run: TrainedRun, ctx) -> TrainedRun:
-    """In a data-parallel run every rank returns rank 0's record, once rank 0 has written it."""
-    if ctx.active:
+    """In a data-parallel run every rank returns rank 0's record, once rank 0 has written it.
+    With backdoor defences (which rank 0 runs alone, for hours on ImageNet) the other ranks do not
+    wait for it: they return their own record, without the defences' metrics."""
+    if ctx.active and not run.spec.backdoor_defenses:
         run.metrics, run.run_dir = distributed.broadcast_object((run.metrics, run.run_dir), ctx)
     return run
 
@@ -165,7 +167,9 @@ def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool,
     run = TrainedRun(spec, model, record, data, device)
     if folder is not None:  # every metric so far is kept if a backdoor defence fails
         folder.write_json("metrics.json", record)
-    for entry in spec.backdoor_defenses:
+    # The backdoor defences run once, on rank 0, in one process (their own training and evaluation
+    # are single-process); the other ranks are done.
+    for entry in spec.backdoor_defenses if ctx.is_main else []:
         if folder is not None:
             folder.mark(f"backdoor defence {entry['name']}")
         record.update(run_backdoor_defense(entry, run, log, show_progress))
