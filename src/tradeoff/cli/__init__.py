@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tradeoff: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("tradeoff: interrupted; the unfinished run folder is kept: rerun with --resume to continue it.",
-              file=sys.stderr)
+        print("tradeoff: interrupted; a run folder that holds training is kept, marked unfinished: rerun with "
+              "--resume to continue it.", file=sys.stderr)
         return 130
 
 
