@@ -1,11 +1,15 @@
 """Spec validation: every bad field is one clear sentence naming it."""
 
+import hashlib
+import json
+
 import pytest
 
 from tradeoff import grids
 from tradeoff.errors import TradeoffError
 from tradeoff.config import load_spec, parse_overrides, spec_from_dict
 from tradeoff.resolve import resolve
+from tradeoff.spec import Spec
 
 
 @pytest.mark.parametrize("raw,message", [
@@ -90,3 +94,16 @@ def test_imagenet_paper_cells_require_released_weights_or_a_deliberate_from_scra
     assert all(c.spec is not None and c.spec.model.from_scratch is False for c in cells)
     with pytest.raises(TradeoffError, match="choose one"):
         load_spec(None, {"model": {"checkpoint": "w.safetensors", "from_scratch": True}})
+
+
+def test_fields_added_later_leave_earlier_digests_alone_until_set():
+    """model.from_scratch (added after 0.2.0) is left out of the digest while unset, so cells swept
+    before it keep their digests (a hash of the spec without the field); set, it counts."""
+    spec = Spec()
+    d = spec.to_dict()
+    del d["name"], d["snapshots"], d["model"]["from_scratch"]
+    d["data"].pop("root")
+    d["data"].pop("workers", None)
+    assert spec.digest() == hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    spec.model.from_scratch = True
+    assert spec.digest() != Spec().digest()

@@ -128,6 +128,10 @@ class EvalSpec:
     certified_eps: Optional[float] = option(None, doc="IBP-certified robustness at this eps", min=0)
 
 
+# Fields added after 0.2.0 whose unset value (None) changes nothing: left out of the digest then.
+ADDED_LATER = (("model", "from_scratch"),)
+
+
 @dataclass
 class SnapshotSpec:
     """Mid-training snapshots (not the weights a run starts from: that is ``model.checkpoint``).
@@ -165,6 +169,9 @@ class Spec:
         d = self.to_dict()
         d.pop("name")
         d.pop("snapshots")
+        for section, key in ADDED_LATER:  # at their defaults they leave earlier cells' digests as they were
+            if d[section][key] is None:
+                d[section].pop(key)
         d["data"].pop("root")
         d["data"].pop("workers", None)
         blob = json.dumps(d, sort_keys=True, default=str).encode()
