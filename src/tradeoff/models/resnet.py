@@ -31,17 +31,23 @@ class Normalize(nn.Module):
 
 
 class PreActUnit(nn.Module):
-    """BN-lReLU-conv-BN-lReLU-conv with an avg-pool + zero-pad shortcut (the Madry unit)."""
+    """BN-lReLU-conv-BN-lReLU-conv with an avg-pool + zero-pad shortcut (the Madry unit). With
+    ``activate_before_residual`` (the network's first unit) the shortcut carries the activated
+    input instead of the raw one."""
 
-    def __init__(self, c_in: int, c_out: int, stride: int):
+    def __init__(self, c_in: int, c_out: int, stride: int, activate_before_residual: bool = False):
         super().__init__()
         self.bn1, self.bn2 = nn.BatchNorm2d(c_in), nn.BatchNorm2d(c_out)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
         self.stride, self.pad = stride, c_out - c_in
+        self.activate_before_residual = activate_before_residual
 
     def forward(self, x):
-        out = self.conv1(F.leaky_relu(self.bn1(x), 0.1))
+        activated = F.leaky_relu(self.bn1(x), 0.1)
+        if self.activate_before_residual:
+            x = activated
+        out = self.conv1(activated)
         out = self.conv2(F.leaky_relu(self.bn2(out), 0.1))
         shortcut = F.avg_pool2d(x, self.stride) if self.stride > 1 else x
         if self.pad:
@@ -60,14 +66,16 @@ class BNLeakyReLU(nn.Module):
 
 @MODELS.register("preact-resnet")
 def preact_resnet(req: ModelRequest, units: int = 5) -> FeatureClassifier:
-    """Widths [16, 16, 32, 64] x width, 3 stages x ``units`` units, per-image standardisation;
-    a denoising block after each stage when asked."""
+    """Widths [16, 16, 32, 64] x width, 3 stages x ``units`` units, per-image standardisation,
+    the first unit activating before its residual (as the protocol's network); a denoising block
+    after each stage when asked."""
     w0, *stage_widths = [scaled(c, req.width) for c in (16, 16, 32, 64)]
     layers: list[nn.Module] = [PerImageStandardize(), nn.Conv2d(req.shape[0], w0, 3, padding=1, bias=False)]
     c_in = w0
     for stage, c_out in enumerate(stage_widths):
         for u in range(units):
-            layers.append(PreActUnit(c_in, c_out, stride=2 if (stage > 0 and u == 0) else 1))
+            layers.append(PreActUnit(c_in, c_out, stride=2 if (stage > 0 and u == 0) else 1,
+                                     activate_before_residual=stage == 0 and u == 0))
             c_in = c_out
         if req.denoise:
             layers.append(NonLocalDenoise(c_out))
