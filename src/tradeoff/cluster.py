@@ -125,4 +125,5 @@ def answer_of(job) -> dict:
     try:
         return job.result()
     except Exception as e:  # noqa: BLE001  the job died (killed, out of memory, no result)
-        return {"error": f"job {job.job_id} failed ({e.__class__.__name__}: {str(e).strip().splitlines()[-1:]})"}
+        last_line = (str(e).strip().splitlines() or [""])[-1]
+        return {"error": f"job {job.job_id} failed ({e.__class__.__name__}: {last_line})"}
