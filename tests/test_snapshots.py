@@ -109,7 +109,7 @@ def test_a_kill_during_a_snapshot_write_resumes_from_the_one_before(reference, t
     out = tmp_path / "out"
     preamble = """
 import os, signal
-import tradeoff.snapshots as s
+import tradeoff.runs as s
 real = s.save_file
 def half_then_die(tensors, path, metadata=None):
     real(tensors, path, metadata=metadata)

@@ -10,14 +10,12 @@ temporary file renamed into place), its tensors saved beside it, the entry appen
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from tradeoff.backdoor_defenses import check_entry, run_backdoor_defense
 from tradeoff.checkpoints import load_state
@@ -27,7 +25,7 @@ from tradeoff.errors import TradeoffError
 from tradeoff.experiment import prepare
 from tradeoff.handoff import TrainedRun
 from tradeoff.models import build_model
-from tradeoff.runs import read_run, write_summary, write_text_atomic
+from tradeoff.runs import read_run, save_tensors_atomic, write_summary, write_text_atomic
 
 
 def load_trained_run(run_dir: Path, data_root: str | None = None, device: str | None = None) -> TrainedRun:
@@ -55,17 +53,6 @@ def load_trained_run(run_dir: Path, data_root: str | None = None, device: str | 
         raise TradeoffError(f"{run_dir}/model.safetensors does not fit model {spec.model.name!r} of its spec.") from None
     model.to(dev).eval()
     return TrainedRun(spec, model, metrics, data, dev, run_dir=run_dir)
-
-
-def save_tensors_atomic(path: Path, tensors: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def defend_run_folder(run_dir: str | Path, entry: dict, data_root: str | None = None, device: str | None = None,

@@ -56,7 +56,7 @@ def run_experiment(spec: Spec, out_dir: str | Path | None = None, show_progress:
         return _shared(_run(spec, None, show_progress, echo), ctx)
     with RunFolder(run_dir, resume, restart) as folder, StopRequests() as stop:
         run = _run(spec, folder, show_progress, echo, stop, run_dir)
-        run.run_dir = folder.final
+        run.run_dir = folder.path
     write_summary(Path(out_dir))
     return _shared(run, ctx)
 

@@ -77,10 +77,11 @@ class RunFolder:
     Without either an unfinished folder is one sentence. A finished folder of the same name is
     moved aside to ``.NAME.previous`` while the new run works and removed when it has finished."""
 
-    def __init__(self, final: Path, resume: bool = False, restart: bool = False):
-        self.final = self.path = Path(final)
+    def __init__(self, path: Path, resume: bool = False, restart: bool = False):
+        self.path = Path(path)
         self.resume, self.restart = resume, restart
-        self.previous: Path | None = None
+        self.previous = self.path.parent / f".{self.path.name}.previous"  # removed once this run has finished
+        self.moved_aside = False
         self.resuming = False  # an unfinished folder is being continued
         self._log = None
         self._stage = "starting"
@@ -98,9 +99,9 @@ class RunFolder:
         elif path.exists() and any(path.iterdir()):
             if not is_finished(path):
                 raise TradeoffError(f"{path} exists and is not a run folder; remove it or choose another name.")
-            self.previous = path.parent / f".{path.name}.previous"  # removed once this run has finished
             shutil.rmtree(self.previous, ignore_errors=True)
             os.replace(path, self.previous)
+            self.moved_aside = True
         path.mkdir(parents=True, exist_ok=True)
         self.mark("resuming" if self.resuming else "starting")
         self._log = open(path / "log.txt", "a", buffering=1)
@@ -122,9 +123,7 @@ class RunFolder:
         self.write_text(name, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
     def save_tensors(self, name: str, tensors: dict) -> None:
-        tmp = self.path / f".{name}.tmp-{os.getpid()}"
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-        os.replace(tmp, self.path / name)
+        save_tensors_atomic(self.path / name, tensors)
 
     def holds_work(self) -> bool:
         """A snapshot or a trained model: what a failed run keeps for --resume."""
@@ -135,7 +134,7 @@ class RunFolder:
         if exc_type is not None:
             if not self.resuming and not self.holds_work():  # failed before anything worth keeping
                 shutil.rmtree(self.path, ignore_errors=True)
-                if self.previous is not None:
+                if self.moved_aside:
                     os.replace(self.previous, self.path)
                 return False
             error = "interrupted" if exc_type is KeyboardInterrupt else f"{exc_type.__name__}: {exc}"
@@ -143,8 +142,22 @@ class RunFolder:
             return False
         shutil.rmtree(self.path / "snapshots", ignore_errors=True)  # the weights are in model.safetensors
         (self.path / UNFINISHED).unlink()  # the commit point: the folder is finished from here on
-        shutil.rmtree(self.path.parent / f".{self.path.name}.previous", ignore_errors=True)
+        shutil.rmtree(self.previous, ignore_errors=True)
         return False
+
+
+def save_tensors_atomic(path: Path, tensors: dict, metadata: dict | None = None) -> None:
+    """Write tensors (moved to the CPU) as safetensors under a temporary name, then rename: a kill
+    mid-write leaves any earlier file of that name whole."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -12,7 +12,6 @@ the previous snapshots intact; a truncated or corrupt file is skipped for the on
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -22,10 +21,10 @@ from typing import Callable
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from tradeoff.distributed import SINGLE, DistContext, any_rank, gather_to_main
 from tradeoff.errors import TradeoffError
+from tradeoff.runs import save_tensors_atomic
 
 FORMAT = 1
 FOLDER = "snapshots"
@@ -139,9 +138,7 @@ def snapshot_name(step: int) -> str:
 def write(path: Path, state: TrainState, digest: str) -> int:
     """Write ``state`` to ``path`` atomically; its size in bytes."""
     tensors, meta = encode(state, digest)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
-    os.replace(tmp, path)
+    save_tensors_atomic(path, tensors, metadata={METADATA_KEY: json.dumps(meta)})
     return path.stat().st_size
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 import sys
 import threading
 import time
@@ -69,16 +68,6 @@ class OutputLock:
         fcntl.flock(self.fh, fcntl.LOCK_UN)
         self.fh.close()
         return False
-
-
-def clean_stale(out: Path) -> list[str]:
-    """Remove the hidden folders a killed run leaves behind (only call while holding the lock)."""
-    removed = []
-    for p in sorted(out.glob(".*")):
-        if p.is_dir() and (".partial-" in p.name or ".old-" in p.name):
-            shutil.rmtree(p, ignore_errors=True)
-            removed.append(p.name)
-    return removed
 
 
 def done_digests(out: Path) -> dict[str, str]:
@@ -199,9 +188,6 @@ def sweep(tables: list[str], preset: str, out: str | Path, seeds: Optional[int] 
     grids = [expand(t, preset, seeds, datasets, overrides, data_root, only) for t in defs]
     result = SweepResult(grids)
     with OutputLock(out):
-        stale = clean_stale(out)
-        if stale:
-            echo(f"removed {len(stale)} unfinished run folder(s) left by an interrupted sweep")
         all_cells = [c for g in grids for c in g.cells]
         skipped = {ds: why for g in grids for ds, why in g.skipped.items()}
         unavailable = check_datasets([c for c in all_cells if c.dataset not in skipped])
