@@ -69,9 +69,14 @@ class CellJob(submitit.helpers.Checkpointable):
         return answer
 
 
+def jobs_folder(out: Path) -> Path:
+    """Where submitit keeps each job's pickles and logs (``%j``: the job id)."""
+    return Path(out) / "submitit" / "%j"
+
+
 def executor_for(out: Path, options: ClusterOptions) -> submitit.core.core.PicklingExecutor:
     """submitit's SLURM or local executor, with one task per GPU of a cell."""
-    folder = out / "submitit" / "%j"
+    folder = jobs_folder(out)
     tasks = max(1, options.gpus_per_cell)
     minutes = max(1, round(60 * options.hours))
     if options.executor == "local":  # one process per task, on whatever devices this machine has
@@ -115,7 +120,7 @@ def job_state(record: dict, out: Path) -> str:
     """A recorded job's state as the cluster knows it (SLURM's states; local: RUNNING/FINISHED)."""
     job_class = submitit.SlurmJob if record["executor"] == "slurm" else submitit.LocalJob
     try:
-        return job_class(folder=Path(out) / "submitit" / "%j", job_id=record["job"]).state
+        return job_class(folder=jobs_folder(out), job_id=record["job"]).state
     except Exception:  # noqa: BLE001  an unreachable scheduler or a job it has forgotten
         return "UNKNOWN"
 

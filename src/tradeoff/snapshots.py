@@ -197,7 +197,6 @@ class Snapshotter:
         self.spec, self.digest, self.log = snapshot_spec, digest, log
         self.stop_requested, self.ctx = stop_requested, ctx
         self.last_write = time.monotonic()
-        self.written: list[tuple[float, int]] = []  # (seconds, bytes) per write
 
     def due(self, step: int) -> bool:
         every_steps, every_minutes = self.spec.every_steps, self.spec.every_minutes
@@ -224,8 +223,6 @@ class Snapshotter:
         size = write(path, state, self.digest)
         for old in snapshot_files(self.folder.parent)[self.spec.keep:]:
             old.unlink(missing_ok=True)
-        self.last_write = time.monotonic()
         seconds = time.perf_counter() - start
-        self.written.append((seconds, size))
         self.log(f"snapshot at step {state.step}: {path.name} ({size / 1e6:.2f} MB in {seconds:.3f} s)")
         return path
