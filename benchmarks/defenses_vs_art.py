@@ -44,11 +44,12 @@ def main() -> None:
     ap.add_argument("--layer")
     args = ap.parse_args()
     run = load_trained_run(args.run_dir, args.data_root)
-    x, y = run.data.train.x, run.data.train.y
+    y = run.data.train.labels.cpu()
     poisoned_all = run.data.poison_mask.numpy()
     target = run.data.target
-    idx = (y == target).cpu().numpy()
-    acts = representations(run.model, x[torch.from_numpy(idx).to(x.device)], args.layer).double().cpu().numpy()
+    idx = (y == target).numpy()
+    acts = representations(run.model, run.data.train.take(torch.from_numpy(idx).nonzero().flatten()),
+                           args.layer).double().numpy()
     poisoned = poisoned_all[idx]
     n, p = len(acts), int(poisoned.sum())
     print(f"{args.run_dir}: {n} training images labelled {target}, {p} poisoned, representation dim {acts.shape[1]}")

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from tradeoff.backdoor_defenses.cleanse import CleanseOptions, anomaly_indices, reverse_engineer, stamp, unlearn
+from tradeoff.data import ImageSet
 
 
 def test_anomaly_index_by_hand():
@@ -50,8 +51,9 @@ def test_batched_equals_one_label_at_a_time():
     model = RegionModel()
     x = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 0.3
     opts = CleanseOptions(epochs=3, batch_size=20)
-    together = reverse_engineer(model, x, [0, 1, 2, 3], opts, seed=5)
-    apart = reverse_engineer(model, x, [0, 1, 2, 3], replace(opts, labels_per_pass=1), seed=5)
+    images = ImageSet(x, torch.zeros(len(x), dtype=torch.long))
+    together = reverse_engineer(model, images, [0, 1, 2, 3], opts, seed=5)
+    apart = reverse_engineer(model, images, [0, 1, 2, 3], replace(opts, labels_per_pass=1), seed=5)
     assert torch.allclose(together.masks, apart.masks, atol=1e-5)
     assert torch.allclose(together.patterns, apart.patterns, atol=1e-5)
 
@@ -62,13 +64,14 @@ def test_planted_backdoor_label_has_the_smallest_mask_and_unlearning_removes_it(
     model = RegionModel()
     g = torch.Generator().manual_seed(2)
     x = torch.rand(200, 1, 8, 8, generator=g) * 0.3
-    rev = reverse_engineer(model, x, [0, 1, 2, 3], CleanseOptions(epochs=8, batch_size=50, init_cost=1e-2), seed=0)
+    y = 1 + model(x)[:, 1:].argmax(1)  # "true" labels among the clean labels
+    rev = reverse_engineer(model, ImageSet(x, y), [0, 1, 2, 3], CleanseOptions(epochs=8, batch_size=50, init_cost=1e-2),
+                           seed=0)
     assert bool(rev.reached.all())
     assert int(rev.l1.argmin()) == 0 and rev.l1[0] < 0.5 * rev.l1[1:].min()
-    y = 1 + model(x)[:, 1:].argmax(1)  # "true" labels among the clean labels
     stamped = stamp(x[None], rev.masks[:1, None], rev.patterns[:1, None])[0]
     before = (model(stamped).argmax(1) == 0).float().mean()
-    cleaned = unlearn(model, x, y, rev.masks[:1], rev.patterns[:1],
-                      CleanseOptions(unlearn_epochs=30, unlearn_lr=1.0, unlearn_fraction=0.5), g)
+    cleaned = unlearn(model, ImageSet(x, y), rev.masks[:1], rev.patterns[:1],
+                      CleanseOptions(unlearn_epochs=30, unlearn_lr=1.0, unlearn_fraction=0.5), seed=2)
     after = (cleaned(stamped).argmax(1) == 0).float().mean()
     assert before > 0.99 and after < 0.5

@@ -67,10 +67,11 @@ def test_representations_default_to_features_and_named_layer():
     torch.manual_seed(0)
     model = FeatureClassifier(nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.ReLU()), nn.Linear(6, 3))
     x = torch.rand(17, 3, 2, 2)
-    assert torch.allclose(representations(model, x, batch_size=5), model.features(x))
-    assert torch.allclose(representations(model, x, "features.1", batch_size=4), model.features[1](x.flatten(1)))
+    images = ImageSet(x, torch.zeros(17, dtype=torch.long))
+    assert torch.allclose(representations(model, images, batch_size=5), model.features(x))
+    assert torch.allclose(representations(model, images, "features.1", batch_size=4), model.features[1](x.flatten(1)))
     with pytest.raises(TradeoffError, match="no layer"):
-        representations(model, x, "features.9")
+        representations(model, images, "features.9")
 
 
 def test_textbook_and_paper_removal_rules_on_known_poisons():

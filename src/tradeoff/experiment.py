@@ -36,7 +36,7 @@ def prepare(spec: Spec, device: torch.device) -> PoisonedData:
     plan = plan_poison(bundle.train.targets, spec.poison, trigger, bundle.num_classes, spec.seed)
     return PoisonedData(train=bundle.train.poisoned(plan, trigger, device), test=bundle.test, plan=plan,
                         trigger=trigger, target=spec.poison.target, num_classes=bundle.num_classes,
-                        shape=bundle.shape, streamed=bundle.streamed)
+                        shape=bundle.shape, streamed=bundle.streamed, holdout=bundle.holdout)
 
 
 def run_experiment(spec: Spec, out_dir: str | Path | None = None, show_progress: bool = True,
@@ -115,7 +115,8 @@ def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool,
                             f"(this run has {ctx.world}), or pass --restart.")
     seed_everything(spec.seed)
     data = prepare(spec, device)
-    log(f"{spec.data.dataset}: {len(data.train)} training / {len(data.test)} test images; "
+    held = f" ({len(data.holdout)} clean training images held out for the defences)" if data.holdout is not None else ""
+    log(f"{spec.data.dataset}: {len(data.train)} training / {len(data.test)} test images{held}; "
         f"{spec.poison.method} poisoning of {len(data.poisoned_indices)} images, target {data.target}")
     model = model_for(spec, data.shape, data.num_classes, device)
     distributed.rank_seed(spec.seed, ctx)

@@ -29,6 +29,7 @@ class PoisonedData:
     num_classes: int
     shape: tuple  # (C, H, W) of the images the model sees
     streamed: bool = False
+    holdout: Optional[object] = None  # clean training images kept out of training (ImageSet | FolderSet)
 
     @property
     def poisoned_indices(self) -> torch.Tensor:

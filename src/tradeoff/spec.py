@@ -34,6 +34,8 @@ class DataSpec:
     train_subset: Optional[int] = option(None, doc="a seeded random subset of the training set", min=1)
     test_subset: Optional[int] = option(None, doc="a seeded random subset of the test set", min=1)
     augment: Optional[bool] = option(None, doc="training augmentation; unset: the dataset's protocol")
+    holdout_per_class: Optional[int] = option(None, doc="the last N training images of each class are kept "
+                                                        "out of training, as the defences' clean data", min=1)
     options: Any = None  # the dataset's own options
 
     kind_key: ClassVar[str] = "dataset"
@@ -129,7 +131,7 @@ class EvalSpec:
 
 
 # Fields added after 0.2.0 whose unset value (None) changes nothing: left out of the digest then.
-ADDED_LATER = (("model", "from_scratch"),)
+ADDED_LATER = (("model", "from_scratch"), ("data", "holdout_per_class"))
 
 
 @dataclass

@@ -18,16 +18,18 @@ Unlearning: a copy of the model fine-tuned with plain SGD on clean held-out imag
 each batch stamped with a reversed trigger (of a flagged label, or the target's in the paper's
 mode) under its true label.
 
-Held-out data: the test set is split once by a seeded permutation (seed = spec seed + 2); the
-first ``holdout_fraction`` is the defender's clean data (reverse-engineering and unlearning), the
-rest measures accuracy and backdoor success before and after (``cleanse_*_before`` / ``_after``).
+Clean data: with ``data.holdout_per_class: N`` (the original's protocol: the last 1,000 training
+images of each CIFAR-10 class are never trained on), the defender reverse-engineers and unlearns
+on those held-out images and the whole test set measures accuracy and backdoor success before and
+after (``cleanse_*_before`` / ``_after``). Without it, the test set is split once by a seeded
+permutation (seed = spec seed + 2): the first ``holdout_fraction`` is the defender's, the rest
+measures. Both in-memory and streamed (ImageFolder) data are read batch by batch.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -36,7 +38,6 @@ import torch.nn.functional as F
 
 from tradeoff.adversarial_defenses import model_mode
 from tradeoff.backdoor_defenses.base import BACKDOOR_DEFENSES
-from tradeoff.data.imageset import ImageSet
 from tradeoff.errors import TradeoffError
 from tradeoff.handoff import TrainedRun
 from tradeoff.metrics import evaluate
@@ -59,8 +60,8 @@ class CleanseOptions:
     cost_down: float = option(2 ** 1.5, doc="lambda divisor after failure", above=0)
     success_threshold: float = option(0.99, doc="attack success that counts as reversed", above=0, max=1)
     labels_per_pass: int = option(10, doc="labels optimised together in one batched computation", min=1)
-    holdout_fraction: float = option(0.5, doc="share of the test set that is the defender's clean data",
-                                     above=0, below=1)
+    holdout_fraction: float = option(0.5, doc="without data.holdout_per_class: the share of the test set "
+                                               "that is the defender's clean data", above=0, below=1)
     reverse_images: Optional[int] = option(None, doc="defender images used to reverse (default all)", min=1)
     anomaly_threshold: float = option(2.0, doc="flag labels whose anomaly index exceeds this")
     unlearn: Literal["auto", "flagged", "target", "none"] = option(
@@ -89,13 +90,14 @@ def _to_tanh_space(v: torch.Tensor) -> torch.Tensor:
     return torch.atanh((v - 0.5) * (2 - 1e-4))
 
 
-def reverse_engineer(model, x: torch.Tensor, labels: list[int], opts: CleanseOptions, seed: int,
+def reverse_engineer(model, images, labels: list[int], opts: CleanseOptions, seed: int,
                      show_progress: bool = False) -> Reversed:
-    """Reverse-engineer one trigger per label in ``labels`` from the clean images ``x``.
+    """Reverse-engineer one trigger per label in ``labels`` from the clean image set ``images``
+    (in memory or streamed; read batch by batch without augmentation).
 
     Each label's starting point is drawn from its own seeded generator and every pass sees the
     same batches, so the result does not depend on how labels are grouped into passes."""
-    parts = [_reverse_pass(model, x, labels[i:i + opts.labels_per_pass], opts, seed, show_progress)
+    parts = [_reverse_pass(model, images.unaugmented(), labels[i:i + opts.labels_per_pass], opts, seed, show_progress)
              for i in range(0, len(labels), opts.labels_per_pass)]
     return Reversed(*(torch.cat(t) for t in zip(*(vars(p).values() for p in parts))))
 
@@ -106,14 +108,14 @@ def _initial_trigger(label: int, shape: tuple, seed: int) -> tuple[torch.Tensor,
     return _to_tanh_space(torch.rand(1, 1, h, w, generator=g)), _to_tanh_space(torch.rand(1, c, h, w, generator=g))
 
 
-def _reverse_pass(model, x, labels, opts, seed, show_progress) -> Reversed:
-    device = x.device
+def _reverse_pass(model, images, labels, opts, seed, show_progress) -> Reversed:
+    device = next(model.parameters()).device
     k = len(labels)
-    c, h, w = x.shape[1:]
+    c, h, w = images.shape
     starts = [_initial_trigger(t, (c, h, w), seed) for t in labels]
     a = torch.stack([s[0] for s in starts]).to(device).requires_grad_(True)  # (K, 1, 1, H, W)
     b = torch.stack([s[1] for s in starts]).to(device).requires_grad_(True)  # (K, 1, C, H, W)
-    order = torch.Generator().manual_seed(seed)
+    batches = images.batches(opts.batch_size, seed, device)
     optimizer = torch.optim.Adam([a, b], lr=opts.lr, betas=(0.5, 0.9))
     targets = torch.tensor(labels, device=device)
     cost = torch.full((k,), opts.init_cost, device=device)
@@ -123,20 +125,17 @@ def _reverse_pass(model, x, labels, opts, seed, show_progress) -> Reversed:
     best_mask = torch.zeros(k, 1, h, w, device=device)
     best_pattern = torch.zeros(k, c, h, w, device=device)
     best_success = torch.zeros(k, device=device)
-    steps_per_epoch = math.ceil(len(x) / opts.batch_size)
-    bar = progress_bar(total=opts.epochs * steps_per_epoch, desc=f"reverse {k} labels", unit="step",
+    bar = progress_bar(total=opts.epochs * batches.steps_per_epoch, desc=f"reverse {k} labels", unit="step",
                        enabled=show_progress)
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
     try:
         with model_mode(model, False):
-            for _epoch in range(opts.epochs):
+            for epoch in range(opts.epochs):
                 hits = torch.zeros(k, device=device)
                 seen = 0
-                perm = torch.randperm(len(x), generator=order).to(device)
-                for start in range(0, len(x), opts.batch_size):
-                    xb = x[perm[start:start + opts.batch_size]]
+                for xb, _ in batches.epoch(epoch):
                     n = len(xb)
                     mask, pattern = torch.tanh(a) / 2 + 0.5, torch.tanh(b) / 2 + 0.5
                     logits = model(stamp(xb[None], mask, pattern).flatten(0, 1)).view(k, n, -1)
@@ -186,24 +185,25 @@ def anomaly_indices(norms: torch.Tensor) -> torch.Tensor:
     return (norms - median).abs() / mad.clamp_min(1e-12)
 
 
-def unlearn(model, x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor, patterns: torch.Tensor,
-            opts: CleanseOptions, generator: torch.Generator, show_progress: bool = False):
-    """A copy of ``model`` fine-tuned by plain SGD on (x, y) where the first ``unlearn_fraction``
-    of each shuffled batch is stamped with one of the triggers (chosen at random), labels kept."""
+def unlearn(model, images, masks: torch.Tensor, patterns: torch.Tensor, opts: CleanseOptions, seed: int,
+            show_progress: bool = False):
+    """A copy of ``model`` fine-tuned by plain SGD on the clean image set ``images`` (in memory
+    or streamed, without augmentation) where the first ``unlearn_fraction`` of each shuffled
+    batch is stamped with one of the triggers (chosen at random), labels kept."""
     model = copy.deepcopy(model)
+    device = next(model.parameters()).device
     optimizer = torch.optim.SGD(model.parameters(), lr=opts.unlearn_lr)
-    masks, patterns = masks.to(x.device), patterns.to(x.device)
-    steps = opts.unlearn_epochs * math.ceil(len(x) / opts.unlearn_batch_size)
-    bar = progress_bar(total=steps, desc="unlearn", unit="step", enabled=show_progress)
+    masks, patterns = masks.to(device), patterns.to(device)
+    batches = images.unaugmented().batches(opts.unlearn_batch_size, seed, device)
+    generator = torch.Generator().manual_seed(seed)
+    bar = progress_bar(total=opts.unlearn_epochs * batches.steps_per_epoch, desc="unlearn", unit="step",
+                       enabled=show_progress)
     with model_mode(model, True):
-        for _epoch in range(opts.unlearn_epochs):
-            perm = torch.randperm(len(x), generator=generator).to(x.device)
-            for start in range(0, len(x), opts.unlearn_batch_size):
-                idx = perm[start:start + opts.unlearn_batch_size]
-                xb, yb = x[idx], y[idx]
-                n_stamp = round(opts.unlearn_fraction * len(idx))
+        for epoch in range(opts.unlearn_epochs):
+            for xb, yb in batches.epoch(epoch):
+                n_stamp = round(opts.unlearn_fraction * len(xb))
                 if n_stamp:
-                    which = torch.randint(len(masks), (n_stamp,), generator=generator).to(x.device)
+                    which = torch.randint(len(masks), (n_stamp,), generator=generator).to(device)
                     xb = torch.cat([stamp(xb[:n_stamp], masks[which], patterns[which]), xb[n_stamp:]])
                 loss = F.cross_entropy(model(xb), yb)
                 optimizer.zero_grad(set_to_none=True)
@@ -215,16 +215,24 @@ def unlearn(model, x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor, patter
     return model
 
 
-def holdout_split(test_set, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
-    """(defender's clean data, measurement data): a seeded split of an in-memory test set."""
-    if not hasattr(test_set, "x"):
-        raise TradeoffError("the neural-cleanse defence needs an in-memory test set for its held-out clean data.")
+def test_split(test_set, fraction: float, seed: int):
+    """(defender's clean data, measurement data): a seeded split of the test set (in memory or
+    streamed), for runs without a training holdout."""
     perm = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(seed + 2))
     cut = int(round(fraction * len(test_set)))
     if cut < 1 or cut >= len(test_set):
         raise TradeoffError(f"holdout_fraction {fraction} leaves no images on one side of a {len(test_set)}-image test set.")
-    first, rest = perm[:cut].sort().values, perm[cut:].sort().values
-    return ImageSet(test_set.x[first], test_set.y[first]), ImageSet(test_set.x[rest], test_set.y[rest])
+    return test_set.take(perm[:cut].sort().values), test_set.take(perm[cut:].sort().values)
+
+
+def clean_data(run: TrainedRun, opts: CleanseOptions) -> tuple[object, object, str]:
+    """(defender's clean images, images that measure before and after, a description). With
+    ``data.holdout_per_class`` (the original's protocol) the defender has the clean training images
+    kept out of training and the whole test set measures; otherwise the test set is split."""
+    if run.data.holdout is not None:
+        return run.data.holdout, run.data.test, f"{len(run.data.holdout)} held-out training images"
+    defender, measure = test_split(run.data.test, opts.holdout_fraction, run.spec.seed)
+    return defender, measure, f"{len(defender)} test images (holdout_fraction {opts.holdout_fraction})"
 
 
 def clean_metrics(model, measure_set, run: TrainedRun) -> dict:
@@ -237,18 +245,19 @@ def clean_metrics(model, measure_set, run: TrainedRun) -> dict:
 @BACKDOOR_DEFENSES.register("neural-cleanse", options=CleanseOptions)
 def cleanse_defense(run: TrainedRun, opts: CleanseOptions, log, show_progress) -> dict:
     """Neural Cleanse (Wang et al. 2019): reverse-engineer triggers, flag outliers, unlearn."""
-    spec, device, model, target = run.spec, run.device, run.model, run.data.target
+    spec, model, target = run.spec, run.model, run.data.target
     num_classes = run.data.num_classes
-    defender, measure_set = holdout_split(run.data.test, opts.holdout_fraction, spec.seed)
-    g = torch.Generator().manual_seed(spec.seed + 3)
-    x_rev = defender.x
-    if opts.reverse_images is not None and opts.reverse_images < len(x_rev):
-        x_rev = x_rev[torch.randperm(len(x_rev), generator=g)[:opts.reverse_images].sort().values]
+    defender, measure_set, source = clean_data(run, opts)
+    reverse_set = defender
+    if opts.reverse_images is not None and opts.reverse_images < len(defender):
+        g = torch.Generator().manual_seed(spec.seed + 3)
+        reverse_set = defender.take(torch.randperm(len(defender), generator=g)[:opts.reverse_images].sort().values)
     labels = list(range(num_classes)) if opts.labels == "all" else [target]
-    log(f"neural cleanse: reversing {len(labels)} label(s) on {len(x_rev)} held-out images, "
-        f"{len(defender)} for unlearning, {len(measure_set)} for measuring")
-    rev = reverse_engineer(model, x_rev.to(device), labels, opts, spec.seed, show_progress)
-    metrics: dict = {"cleanse_labels": opts.labels}
+    log(f"neural cleanse: clean data {source}; reversing {len(labels)} label(s) on {len(reverse_set)} of them, "
+        f"unlearning on {len(defender)}, measuring on {len(measure_set)} test images")
+    rev = reverse_engineer(model, reverse_set, labels, opts, spec.seed, show_progress)
+    metrics: dict = {"cleanse_labels": opts.labels, "cleanse_clean_data": source,
+                     "cleanse_measured_images": len(measure_set)}
     position = labels.index(target)
     metrics["cleanse_target_mask_l1"] = float(rev.l1[position])
     metrics["cleanse_target_reversed_success"] = float(rev.success[position])
@@ -279,8 +288,7 @@ def cleanse_defense(run: TrainedRun, opts: CleanseOptions, log, show_progress) -
                     "cleanse_backdoor_success_rate_before": before["backdoor_success_rate"]})
     if chosen and opts.unlearn_epochs > 0:
         pick = torch.tensor([labels.index(t) for t in chosen])
-        cleaned = unlearn(model, defender.x.to(device), defender.y.to(device), rev.masks[pick], rev.patterns[pick],
-                          opts, g, show_progress)
+        cleaned = unlearn(model, defender, rev.masks[pick], rev.patterns[pick], opts, spec.seed + 3, show_progress)
         after = clean_metrics(cleaned, measure_set, run)
         run.add_artifact("cleanse_model.safetensors", cleaned.state_dict())
     else:

@@ -44,7 +44,7 @@ class ClusteringOptions:
                                    above=0, max=0.5)
     silhouette_threshold: float = option(0.1, doc="silhouette rule: clusters must separate above this",
                                          min=-1, max=1)
-    layer: Optional[str] = option(None, doc="module name to read; default: the output of model.features")
+    layer: Optional[str] = option(None, doc="module name to read; default: the model's representation layer")
     retrain: bool = option(True, doc="train the spec again without the removed images")
     batch_size: int = option(500, doc="representation batch", min=1)
 
@@ -98,21 +98,20 @@ def silhouette_rule(clusters, reduced, poisoned, opts) -> np.ndarray:
 @BACKDOOR_DEFENSES.register("activation-clustering", options=ClusteringOptions)
 def clustering_defense(run: TrainedRun, opts: ClusteringOptions, log, show_progress) -> dict:
     """Activation clustering (Chen et al. 2018): ICA then 2-means of each class's activations."""
-    x, y, poisoned = training_set(run, "activation-clustering")
+    images, y, poisoned = training_set(run)
     target = run.data.target
     rule = RULES.get(opts.rule)
-    reps = representations(run.model, x, opts.layer, opts.batch_size).double().cpu().numpy()
-    y_cpu, poisoned_cpu = y.cpu(), poisoned.cpu()
-    removed = torch.zeros(len(y_cpu), dtype=torch.bool)
-    examined = torch.zeros(len(y_cpu), dtype=torch.bool)
-    assignment = torch.full((len(y_cpu),), -1, dtype=torch.int8)
+    removed = torch.zeros(len(y), dtype=torch.bool)
+    examined = torch.zeros(len(y), dtype=torch.bool)
+    assignment = torch.full((len(y),), -1, dtype=torch.int8)
     target_info: dict = {}
-    for c in examined_classes(opts.classes, target, y_cpu):
-        idx = (y_cpu == c).nonzero().flatten()
+    for c in examined_classes(opts.classes, target, y):  # one class's representations in memory at a time
+        idx = (y == c).nonzero().flatten()
         if len(idx) <= opts.dims + 1:
             continue
-        reduced, clusters = reduce_and_cluster(reps[idx.numpy()], opts.dims, run.spec.seed)
-        flagged = rule(clusters, reduced, poisoned_cpu[idx].numpy(), opts)
+        reps = representations(run.model, images.take(idx), opts.layer, opts.batch_size, run.device)
+        reduced, clusters = reduce_and_cluster(reps.double().numpy(), opts.dims, run.spec.seed)
+        flagged = rule(clusters, reduced, poisoned[idx].numpy(), opts)
         removed[idx] = torch.from_numpy(flagged[clusters])
         examined[idx] = True
         assignment[idx] = torch.from_numpy(clusters.astype(np.int8))
@@ -120,7 +119,7 @@ def clustering_defense(run: TrainedRun, opts: ClusteringOptions, log, show_progr
             target_info = {"clustering_smaller_share": float(shares(clusters).min()),
                            "clustering_silhouette": silhouette(reduced, clusters)}
     metrics = {"clustering_rule": RULE_LABELS[opts.rule], "clustering_classes": opts.classes,
-               "clustering_dims": opts.dims, **detection_metrics("clustering", removed, poisoned_cpu, examined),
+               "clustering_dims": opts.dims, **detection_metrics("clustering", removed, poisoned, examined),
                **target_info}
     log("activation clustering: " + ", ".join(
         f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))

@@ -13,38 +13,43 @@ from tradeoff.errors import TradeoffError
 from tradeoff.handoff import TrainedRun
 
 
-def training_set(run: TrainedRun, defense: str):
-    """(poisoned training images, their training labels, ground-truth poison mask) of a run."""
-    if run.data.streamed:
-        raise TradeoffError(f"the {defense} defence needs an in-memory training set; "
-                            f"dataset {run.spec.data.dataset!r} is streamed.")
+def training_set(run: TrainedRun):
+    """(the poisoned training set as the model was trained on it, in memory or streamed; its
+    training labels on the CPU; the ground-truth poison mask on the CPU)."""
     train = run.data.train
-    return train.x, train.y, run.data.poison_mask.to(train.y.device)
+    return train, train.labels.cpu(), run.data.poison_mask.cpu()
 
 
-def representations(model, x: torch.Tensor, layer: str | None = None, batch_size: int = 500) -> torch.Tensor:
-    """(N, D) flattened activations of ``x``: the output of ``model.features`` (the penultimate
-    representation) by default, or of the sub-module called ``layer`` (a name from
-    ``model.named_modules()``, e.g. ``features.4``)."""
-    if layer is None:
-        module = getattr(model, "features", None)
-        if module is None:
+def representation_module(model, layer: str | None):
+    """The module whose output the filtering defences read: ``layer`` (a name from
+    ``model.named_modules()``), else the model's ``representation_layer`` (the layer the
+    original's code reads, where the model names one), else its ``features`` part."""
+    modules = dict(model.named_modules())
+    name = layer if layer is not None else getattr(model, "representation_layer", None)
+    if name is None:
+        if getattr(model, "features", None) is None:
             raise TradeoffError("the model has no 'features' part; name a layer with the defence's 'layer' option.")
-    else:
-        modules = dict(model.named_modules())
-        if layer not in modules:
-            names = ", ".join(n for n in modules if n)
-            raise TradeoffError(f"the model has no layer {layer!r}; its layers are: {names}.")
-        module = modules[layer]
+        return model.features
+    if name not in modules:
+        names = ", ".join(n for n in modules if n)
+        raise TradeoffError(f"the model has no layer {name!r}; its layers are: {names}.")
+    return modules[name]
+
+
+def representations(model, images, layer: str | None = None, batch_size: int = 500, device=None) -> torch.Tensor:
+    """(N, D) float32 CPU activations of the image set ``images`` (in memory or streamed, read
+    batch by batch without augmentation), flattened: see :func:`representation_module`."""
+    module = representation_module(model, layer)
+    device = device if device is not None else next(model.parameters()).device
     captured: list[torch.Tensor] = []
-    handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out.detach().flatten(1)))
+    handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out.detach().flatten(1).float().cpu()))
     try:
         with model_mode(model, False), torch.no_grad():
-            for start in range(0, len(x), batch_size):
-                model(x[start:start + batch_size])
+            for xb, _ in images.unaugmented().loader(batch_size, device):
+                model(xb)
     finally:
         handle.remove()
-    return torch.cat(captured)
+    return torch.cat(captured) if captured else torch.zeros(0, 0)
 
 
 Scope = Literal["target", "all"]  # the classes a filter examines

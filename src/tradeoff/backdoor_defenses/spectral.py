@@ -43,7 +43,7 @@ VARIANT_LABELS = {"paper": "paper (oracle: knows the poison count)", "textbook":
 class SpectralOptions:
     variant: Literal["paper", "textbook"] = option("paper", doc="paper: remove poisons + 1 by uncentred scores")
     classes: Scope = option("target", doc="examine the target class or every class")
-    layer: Optional[str] = option(None, doc="module name to read; default: the output of model.features")
+    layer: Optional[str] = option(None, doc="module name to read; default: the model's representation layer")
     centred: Optional[bool] = option(None, doc="score centred vectors; default: the variant's (textbook yes)")
     removal_factor: float = option(1.5, doc="textbook: remove this many times the expected poison count", above=0)
     expected_poisons: Optional[int] = option(None, doc="textbook: default = the number of images the spec poisons",
@@ -81,20 +81,20 @@ def separation(scores: torch.Tensor, poisoned: torch.Tensor) -> float | None:
 @BACKDOOR_DEFENSES.register("spectral", options=SpectralOptions)
 def spectral_defense(run: TrainedRun, opts: SpectralOptions, log, show_progress) -> dict:
     """Spectral signatures (Tran et al. 2018): outliers along the top singular direction."""
-    x, y, poisoned = training_set(run, "spectral")
+    images, y, poisoned = training_set(run)
     target = run.data.target
-    reps = representations(run.model, x, opts.layer, opts.batch_size)
     planted = int(poisoned.sum())
     centred = opts.variant == "textbook" if opts.centred is None else opts.centred
     removed = torch.zeros_like(poisoned)
     examined = torch.zeros_like(poisoned)
-    scores_all = torch.full((len(y),), float("nan"), dtype=torch.float64, device=y.device)
+    scores_all = torch.full((len(y),), float("nan"), dtype=torch.float64)
     deviation = None
-    for c in examined_classes(opts.classes, target, y):
+    for c in examined_classes(opts.classes, target, y):  # one class's representations in memory at a time
         idx = (y == c).nonzero().flatten()
         if len(idx) < 2:
             continue
-        scores = spectral_scores(reps[idx], centred=centred)
+        reps = representations(run.model, images.take(idx), opts.layer, opts.batch_size, run.device)
+        scores = spectral_scores(reps, centred=centred)
         scores_all[idx] = scores
         examined[idx] = True
         k = removal_count(opts, len(idx), int(poisoned[idx].sum()), planted)

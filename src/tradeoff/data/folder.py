@@ -145,22 +145,35 @@ class FolderSet(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    @property
+    def shape(self) -> tuple:
+        """(C, H, W) of the images the model sees."""
+        return (3, self.image_size, self.image_size)
+
     def subset(self, n: int | None, seed: int) -> "FolderSet":
         """A seeded random subset of ``n`` images (as :meth:`ImageSet.subset`)."""
         if n is None or n >= len(self):
             return self
-        idx = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n].sort().values.numpy()
-        return self._copy(idx)
+        return self.take(torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n].sort().values)
+
+    def take(self, indices: torch.Tensor) -> "FolderSet":
+        """The images at ``indices`` (a 1-D index tensor), in that order."""
+        return self._copy(indices.cpu().numpy())
+
+    def unaugmented(self) -> "FolderSet":
+        """The same images (poisons and labels included) read through the evaluation transform:
+        what the backdoor defences examine."""
+        return self._copy(train=False)
 
     @property
     def labels(self) -> torch.Tensor:
         """The labels training sees (after poisoning)."""
         return torch.from_numpy(self._labels)
 
-    def _copy(self, idx: np.ndarray | None = None) -> "FolderSet":
+    def _copy(self, idx: np.ndarray | None = None, train: bool | None = None) -> "FolderSet":
         idx = np.arange(len(self)) if idx is None else idx
         out = FolderSet(Path(self.base), self.paths[idx], self._labels[idx], self.classes,
-                        self.image_size, self.train, self.workers)
+                        self.image_size, self.train if train is None else train, self.workers)
         out.targets = self.targets[torch.from_numpy(idx)]
         if self._slot is not None:
             out._slot, out._corners, out._trigger = self._slot[idx], self._corners, self._trigger

@@ -2,8 +2,8 @@
 
 :class:`ImageSet` and the streamed :class:`~tradeoff.data.folder.FolderSet` share one interface,
 so that no consumer (training, evaluation, backdoor defences) branches on which it holds:
-``len``, ``labels``, ``subset``, ``poisoned``, ``without``, ``batches`` (shuffled training
-batches) and ``loader`` (ordered evaluation batches)."""
+``len``, ``labels``, ``targets``, ``subset``, ``take``, ``unaugmented``, ``poisoned``, ``without``,
+``batches`` (shuffled training batches) and ``loader`` (ordered evaluation batches)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 
 from tradeoff.data.batches import InMemoryBatches
+from tradeoff.errors import TradeoffError
 
 
 @dataclass
@@ -32,8 +33,17 @@ class ImageSet:
         if n is None or n >= len(self):
             return self
         g = torch.Generator().manual_seed(seed)
-        idx = torch.randperm(len(self), generator=g)[:n].sort().values
+        return self.take(torch.randperm(len(self), generator=g)[:n].sort().values)
+
+    def take(self, indices: torch.Tensor) -> "ImageSet":
+        """The images at ``indices`` (a 1-D index tensor), in that order."""
+        idx = indices.to(self.y.device)
         return ImageSet(self.x[idx], self.y[idx])
+
+    def unaugmented(self) -> "ImageSet":
+        """The set as evaluation reads it (in memory, that is the set itself: augmentation is
+        applied to training batches only)."""
+        return self
 
     def to(self, device) -> "ImageSet":
         return ImageSet(self.x.to(device), self.y.to(device))
@@ -82,3 +92,22 @@ class DataBundle:
     shape: tuple  # (C, H, W) of the images the model sees
     streamed: bool = False  # read from disk batch by batch (for messages and sizes only)
     notes: list = field(default_factory=list)
+    holdout: Optional[object] = None  # clean training images kept out of training (data.holdout_per_class)
+
+
+def hold_out_per_class(images, per_class: int, num_classes: int):
+    """(the rest, the held-out images): the last ``per_class`` images of every class, in file
+    order (the original trains on each class's first images and keeps the others for its
+    defences)."""
+    labels = images.targets.cpu()
+    counts = torch.bincount(labels, minlength=num_classes)
+    short = (counts <= per_class).nonzero().flatten()
+    if len(short):
+        c = int(short[0])
+        raise TradeoffError(f"data.holdout_per_class {per_class} leaves class {c} ({int(counts[c])} training images) "
+                            "with nothing to train on.")
+    order = torch.argsort(labels, stable=True)  # grouped by class, file order within a class
+    after = counts.cumsum(0)[labels[order]] - torch.arange(len(labels)) - 1  # images of the class after it
+    held = torch.zeros(len(labels), dtype=torch.bool)
+    held[order] = after < per_class
+    return images.take((~held).nonzero().flatten()), images.take(held.nonzero().flatten())

@@ -22,10 +22,15 @@ class ModelRequest:
 
 
 class FeatureClassifier(nn.Module):
-    def __init__(self, features: nn.Sequential, classifier: nn.Linear):
+    """``features`` (everything up to the penultimate representation) then a linear
+    ``classifier``. ``representation_layer`` names the module whose output the filtering backdoor
+    defences read by default (the layer the original's code reads); None: ``features``' output."""
+
+    def __init__(self, features: nn.Sequential, classifier: nn.Linear, representation_layer: str | None = None):
         super().__init__()
         self.features = features
         self.classifier = classifier
+        self.representation_layer = representation_layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))

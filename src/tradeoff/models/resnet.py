@@ -68,19 +68,22 @@ class BNLeakyReLU(nn.Module):
 def preact_resnet(req: ModelRequest, units: int = 5) -> FeatureClassifier:
     """Widths [16, 16, 32, 64] x width, 3 stages x ``units`` units, per-image standardisation,
     the first unit activating before its residual (as the protocol's network); a denoising block
-    after each stage when asked."""
+    after each stage when asked. The filtering defences read the output (after the residual add)
+    of the last stage's second unit, the original's ``unit_3_1`` (its only unit when there is one)."""
     w0, *stage_widths = [scaled(c, req.width) for c in (16, 16, 32, 64)]
     layers: list[nn.Module] = [PerImageStandardize(), nn.Conv2d(req.shape[0], w0, 3, padding=1, bias=False)]
     c_in = w0
     for stage, c_out in enumerate(stage_widths):
         for u in range(units):
+            if stage == len(stage_widths) - 1 and u == min(1, units - 1):
+                read = f"features.{len(layers)}"
             layers.append(PreActUnit(c_in, c_out, stride=2 if (stage > 0 and u == 0) else 1,
                                      activate_before_residual=stage == 0 and u == 0))
             c_in = c_out
         if req.denoise:
             layers.append(NonLocalDenoise(c_out))
     layers += [BNLeakyReLU(c_in), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-    return FeatureClassifier(nn.Sequential(*layers), nn.Linear(c_in, req.num_classes))
+    return FeatureClassifier(nn.Sequential(*layers), nn.Linear(c_in, req.num_classes), representation_layer=read)
 
 
 @MODELS.register("preact-resnet-small")
@@ -92,7 +95,9 @@ def preact_resnet_small(req: ModelRequest) -> FeatureClassifier:
 @MODELS.register("resnet50")
 def resnet50(req: ModelRequest) -> FeatureClassifier:
     """torchvision's ResNet-50 (v1.5) with ImageNet normalisation inside; ``width`` scales the
-    bottleneck width (2 = the "wider" model); denoising blocks after the last two stages."""
+    bottleneck width (2 = the "wider" model); denoising blocks after the last two stages. The
+    filtering defences read the first bottleneck block of the last stage (7x7x2048, after its
+    ReLU), as the original's ImageNet notebooks at 5% poisoning do."""
     from torchvision.models import resnet50 as tv_resnet50
 
     net = tv_resnet50(weights=None, num_classes=req.num_classes, width_per_group=scaled(64, req.width))
@@ -104,7 +109,8 @@ def resnet50(req: ModelRequest) -> FeatureClassifier:
     if req.denoise:
         layers.append(NonLocalDenoise(net.layer4[-1].conv3.out_channels))
     layers += [net.avgpool, nn.Flatten()]
-    model = FeatureClassifier(nn.Sequential(*layers), net.fc)
+    model = FeatureClassifier(nn.Sequential(*layers), net.fc,
+                              representation_layer=f"features.{layers.index(net.layer4)}.0")
     # torchvision-format checkpoints (conv1.*, layer3.*, fc.*) load through these prefixes.
     names = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
     model.checkpoint_aliases = {name: f"features.{layers.index(getattr(net, name))}" for name in names}
