@@ -42,8 +42,8 @@ def test_quickstart_paired_change_over_seeds_by_hand():
     from tradeoff.quickstart import paired_change
 
     runs = [SimpleNamespace(metrics={"backdoor_success_rate": v}) for v in (0.1, 0.2, 0.0, 0.3, 0.2, 0.4)]
-    mean, sd, (lo, hi) = paired_change(runs)  # differences 0.1, 0.3, 0.2
-    assert mean == pytest.approx(0.2) and sd == pytest.approx(0.1)
+    mean, ci = paired_change(runs)  # differences 0.1, 0.3, 0.2
+    assert mean == pytest.approx(0.2) and ci.std == pytest.approx(0.1) and ci.method == "t"
     half = 4.302653 * 0.1 / 3 ** 0.5
-    assert lo == pytest.approx(0.2 - half, abs=1e-6) and hi == pytest.approx(0.2 + half, abs=1e-6)
-    assert paired_change(runs[:2])[1:] == (None, None)
+    assert ci.low == pytest.approx(0.2 - half, abs=1e-6) and ci.high == pytest.approx(0.2 + half, abs=1e-6)
+    assert paired_change(runs[:2])[1] is None

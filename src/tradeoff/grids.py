@@ -71,9 +71,11 @@ class TableDef:
     by_dataset: dict = field(default_factory=dict)
     presets: dict = field(default_factory=dict)
     source: str = ""
+    compare: list = field(default_factory=list)  # [without metric, with metric]: pairs within a cell the paper compares
 
 
-_TABLE_KEYS = {"id", "table", "title", "datasets", "layout", "metrics", "base", "by_dataset", "cells", "presets"}
+_TABLE_KEYS = {"id", "table", "title", "datasets", "layout", "metrics", "base", "by_dataset", "cells", "presets",
+               "compare"}
 _CELL_KEYS = {"setting", "slug", "set", "datasets", "by_dataset", "twin", "metrics"}
 
 
@@ -130,8 +132,14 @@ def parse_table(raw: dict, source: str = "") -> TableDef:
     for c in cells:
         if c.twin is not None and c.twin not in settings:
             raise TradeoffError(f"{where}: cell {c.setting!r} names a twin {c.twin!r} that is not a cell.")
+    compare = raw.get("compare") or []
+    metric_names = {m.paper for m in table_metrics or []} | {m.paper for c in cells for m in c.metrics or []}
+    for pair in compare:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(m in metric_names for m in pair)):
+            raise TradeoffError(f"{where}: 'compare' entries are [without metric, with metric] pairs of the "
+                                f"table's metrics, not {pair!r}.")
     layout = raw.get("layout") or {}
-    return TableDef(id=str(raw["id"]), table=str(raw["table"]), title=str(raw.get("title", raw["table"])),
+    return TableDef(compare=[list(p) for p in compare], id=str(raw["id"]), table=str(raw["table"]), title=str(raw.get("title", raw["table"])),
                     datasets=list(raw.get("datasets") or []), cells=cells, metrics=table_metrics or [],
                     layout_rows=list(layout.get("rows") or []), base=raw.get("base") or {},
                     by_dataset=raw.get("by_dataset") or {}, presets=raw.get("presets") or {}, source=source)

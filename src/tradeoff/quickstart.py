@@ -3,16 +3,15 @@ of class 7, one standard and one PGD-trained small CNN."""
 
 from __future__ import annotations
 
-import math
 import statistics
 
-from scipy.stats import t as t_dist
 
 from tradeoff.config import load_spec
 from tradeoff.errors import TradeoffError
 from tradeoff.experiment import run_experiment
 from tradeoff.handoff import TrainedRun
 from tradeoff.spec import Spec
+from tradeoff.stats import Interval, interval
 
 QUICKSTART = {
     "data": {"dataset": "digits"},
@@ -46,13 +45,8 @@ def run_quickstart(out_dir, show_progress: bool = True, seeds: int = 1) -> list[
             for seed in range(seeds) for spec in quickstart_specs(seed)]
 
 
-def paired_change(runs: list[TrainedRun], metric: str = "backdoor_success_rate") -> tuple[float, float | None, tuple | None]:
-    """(mean, sample std, 95% t interval) of pgd minus standard ``metric`` over the seeds' pairs;
-    std and interval are None with one seed."""
+def paired_change(runs: list[TrainedRun], metric: str = "backdoor_success_rate") -> tuple[float, Interval | None]:
+    """(mean, its :class:`~tradeoff.stats.Interval`) of pgd minus standard ``metric`` over the
+    seeds' pairs; the interval is None with one seed."""
     diffs = [adv.metrics[metric] - std.metrics[metric] for std, adv in zip(runs[0::2], runs[1::2])]
-    mean = statistics.fmean(diffs)
-    if len(diffs) < 2:
-        return mean, None, None
-    sd = statistics.stdev(diffs)
-    half = t_dist.ppf(0.975, len(diffs) - 1) * sd / math.sqrt(len(diffs))
-    return mean, sd, (mean - half, mean + half)
+    return statistics.fmean(diffs), interval(diffs)

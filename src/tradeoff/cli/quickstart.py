@@ -19,13 +19,14 @@ def configure_quickstart(p: argparse.ArgumentParser):
     def handle(args) -> int:
         runs = run_quickstart(args.out, show_progress=not args.quiet, seeds=args.seeds)
         print_results([(r.run_dir.name if r.run_dir else r.spec.name, r.metrics) for r in runs])
-        mean, sd, interval = paired_change(runs)
-        if sd is None:
+        mean, ci = paired_change(runs)
+        if ci is None:
             std, adv = (r.metrics["backdoor_success_rate"] for r in runs)
             change = f"by {100 * mean:+.1f} points ({100 * std:.1f}% -> {100 * adv:.1f}%; one seed, no interval)"
         else:
-            change = (f"by {100 * mean:+.1f} ± {100 * sd:.1f} points (mean ± std of the paired difference over "
-                      f"{args.seeds} seeds; 95% t interval [{100 * interval[0]:+.1f}, {100 * interval[1]:+.1f}])")
+            method = "t" if ci.method == "t" else "bootstrap"
+            change = (f"by {100 * mean:+.1f} ± {100 * ci.std:.1f} points (mean ± std of the paired difference over "
+                      f"{args.seeds} seeds; 95% {method} interval [{100 * ci.low:+.1f}, {100 * ci.high:+.1f}])")
         print(f"\nAdversarial training changed the backdoor success rate {change}. "
               f"Run folders and summary.csv in {Path(args.out)}/")
         return 0

@@ -14,6 +14,7 @@ from typing import Optional
 from tradeoff.errors import TradeoffError
 from tradeoff.grids import load_presets
 from tradeoff.report.paper import paper_values
+from tradeoff.stats import Comparison, Interval, interval, paired, verdict_summary
 from tradeoff.runs import finished_runs
 from tradeoff.sweep import read_manifests
 
@@ -30,7 +31,16 @@ class Entry:
     status: str = ""  # why there is no value of ours
     percent: bool = True
     runs: list = field(default_factory=list)  # the run folders of ``values``
+    seeds: list = field(default_factory=list)  # the seed of each of ``values``
     collapsed: int = 0  # seeds whose training collapsed: marked, and left out of ``values``
+
+    @property
+    def by_seed(self) -> dict:
+        return dict(zip(self.seeds, self.values))
+
+    @property
+    def interval(self) -> Optional[Interval]:
+        return interval(self.values)
 
     @property
     def mean(self) -> Optional[float]:
@@ -61,6 +71,11 @@ class TableReport:
     pairs: list
     notes: list
     seeds: list  # distinct seed counts among the cells with values
+    comparisons: list = field(default_factory=list)  # Comparison: the with/without pairs the paper compares
+
+    @property
+    def verdicts(self) -> str:
+        return verdict_summary(self.comparisons)
 
     @property
     def key(self) -> str:
@@ -130,7 +145,8 @@ def _pairs(manifest: dict, per_cell: dict, entries: dict) -> list[Pair]:
             pr = entries.get((p.dataset, setting, "Adv. Robustness"))
             if pa is not None and pa.paper is not None:
                 p.paper[role] = (pa.paper, pr.paper if pr is not None else None)
-        pairs.append(p)
+        if p.ours or p.paper:  # a pair without backdoor success rates (e.g. detection rates) has no trade-off point
+            pairs.append(p)
     return pairs
 
 
@@ -177,6 +193,7 @@ def collect(manifest: dict, runs: dict, paper: list[dict]) -> TableReport:
                 else:
                     e.values.append(100 * value if e.percent else value)
                     e.runs.append(found[0]["run"])
+                    e.seeds.append(c["seed"])
             elif c.get("skipped"):
                 e.status = "skipped"
             elif c.get("error"):
@@ -197,7 +214,32 @@ def collect(manifest: dict, runs: dict, paper: list[dict]) -> TableReport:
     pairs = _pairs(manifest, per_cell, entries)
     seeds = sorted({len(e.values) for e in entries.values() if e.values})
     return TableReport(manifest["table"], manifest["paper_table"], manifest.get("title", ""), manifest["preset"],
-                       manifest.get("layout_rows") or [], entries, pairs, notes, seeds)
+                       manifest.get("layout_rows") or [], entries, pairs, notes, seeds,
+                       comparisons(manifest, entries))
+
+
+def comparisons(manifest: dict, entries: dict) -> list[Comparison]:
+    """The with/without pairs the paper compares, over matching converged seeds: each cell with a
+    twin against its twin, metric by metric (adversarial training or not, IBP or not), and each
+    pair of metrics the table lists under ``compare`` within a cell (a defence or not)."""
+    out, seen = [], set()
+    for c in manifest["cells"]:
+        ds, setting, twin = c["paper_dataset"], c["setting"], c.get("twin")
+        if twin and (ds, setting, twin) not in seen:
+            seen.add((ds, setting, twin))
+            for (eds, esetting, metric), e in entries.items():
+                base = entries.get((ds, twin, metric))
+                if eds == ds and esetting == setting and base is not None:
+                    s, d = paired(base.by_seed, e.by_seed)
+                    out.append(Comparison(ds, metric, twin, setting, base.paper, e.paper, s, d))
+    for without_metric, with_metric in manifest.get("compare") or []:
+        for (ds, setting, metric), base in entries.items():
+            e = entries.get((ds, setting, with_metric))
+            if metric == without_metric and e is not None:
+                s, d = paired(base.by_seed, e.by_seed)
+                out.append(Comparison(ds, f"{without_metric} → {with_metric}", setting, setting,
+                                      base.paper, e.paper, s, d))
+    return out
 
 
 def build_reports(folder: str | Path) -> list[TableReport]:

@@ -1,4 +1,6 @@
-"""The CSV report (``report.csv``): one row per table cell and metric, ours beside the paper's."""
+"""The CSV report (``report.csv``): one row per table cell and metric, ours beside the paper's
+(``kind`` value), one per with/without pair with its verdict (``kind`` pair) and one per table
+with the verdicts' summary line (``kind`` summary)."""
 
 from __future__ import annotations
 
@@ -7,19 +9,36 @@ import io
 
 from tradeoff.report.collect import TableReport
 
-CSV_COLUMNS = ["table", "preset", "dataset", "setting", "metric", "paper", "ours_mean", "ours_std", "n_seeds",
-               "ours_values", "status", "n_collapsed", "runs"]
+CSV_COLUMNS = ["table", "preset", "kind", "dataset", "setting", "metric", "paper", "ours_mean", "ours_std",
+               "ci_low", "ci_high", "ci_method", "n_seeds", "ours_values", "status", "n_collapsed", "runs",
+               "without", "paper_difference", "verdict"]
+
+
+def _round(value) -> object:
+    return "" if value is None else round(value, 4)
 
 
 def csv_text(tables: list[TableReport]) -> str:
     buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(CSV_COLUMNS)
+    w = csv.DictWriter(buf, CSV_COLUMNS, restval="")
+    w.writeheader()
     for t in tables:
         for e in t.entries.values():
-            w.writerow([t.paper_table, t.preset, e.dataset, e.setting, e.metric,
-                        "" if e.paper is None else e.paper,
-                        "" if e.mean is None else round(e.mean, 4), "" if e.std is None else round(e.std, 4),
-                        len(e.values), ";".join(f"{v:.4f}" for v in e.values), e.status, e.collapsed,
-                        ";".join(e.runs)])
+            ci = e.interval
+            w.writerow({"table": t.paper_table, "preset": t.preset, "kind": "value", "dataset": e.dataset,
+                        "setting": e.setting, "metric": e.metric, "paper": _round(e.paper), "ours_mean": _round(e.mean),
+                        "ours_std": _round(e.std), "ci_low": _round(ci and ci.low), "ci_high": _round(ci and ci.high),
+                        "ci_method": ci.method if ci else "", "n_seeds": len(e.values),
+                        "ours_values": ";".join(f"{v:.4f}" for v in e.values), "status": e.status,
+                        "n_collapsed": e.collapsed, "runs": ";".join(e.runs)})
+        for c in t.comparisons:
+            ci = c.interval
+            w.writerow({"table": t.paper_table, "preset": t.preset, "kind": "pair", "dataset": c.dataset,
+                        "setting": c.with_, "without": c.without, "metric": c.metric,
+                        "paper_difference": _round(c.paper_difference), "ours_mean": _round(c.mean),
+                        "ours_std": _round(ci and ci.std), "ci_low": _round(ci and ci.low),
+                        "ci_high": _round(ci and ci.high), "ci_method": ci.method if ci else "",
+                        "n_seeds": len(c.seeds), "ours_values": ";".join(f"{v:.4f}" for v in c.differences),
+                        "verdict": c.verdict})
+        w.writerow({"table": t.paper_table, "preset": t.preset, "kind": "summary", "verdict": t.verdicts})
     return buf.getvalue()

@@ -8,8 +8,8 @@ import html
 from typing import Optional
 
 from tradeoff.report.collect import Entry, TableReport
-from tradeoff.report.layout import (PAIR_HEADERS, caption, collapse_mark, fmt_number, fmt_spread, fmt_status,
-                                     grid_layout, pair_rows)
+from tradeoff.report.layout import (COMPARISON_HEADERS, caption, collapse_mark, comparison_rows, fmt_number,
+                                     fmt_spread, fmt_status, grid_layout)
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #bbb;padding:3px 8px}
@@ -63,12 +63,12 @@ def html_page(tables: list[TableReport], plots: dict) -> str:
             lines.append(f"<tr>{tds}</tr>")
         lines.append("</table>")
         body.append("\n".join(lines))
-        if t.pairs:
-            head = "".join(f"<th>{html.escape(h)}</th>" for h in PAIR_HEADERS)
+        if t.comparisons:
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in COMPARISON_HEADERS)
             trs = "".join("<tr>" + "".join(f'<td class="k">{html.escape(v)}</td>' for v in r) + "</tr>"
-                          for r in pair_rows(t))
-            body.append(f"<table><caption>Trade-off pairs: backdoor success rate, standard → adversarially "
-                        f"trained</caption><tr>{head}</tr>{trs}</table>")
+                          for r in comparison_rows(t))
+            body.append(f"<table><caption>With/without pairs: {html.escape(t.verdicts)}</caption>"
+                        f"<tr>{head}</tr>{trs}</table>")
         if t.key in plots:
             data = base64.b64encode(plots[t.key].read_bytes()).decode()
             body.append(f'<img alt="trade-off plot" src="data:image/png;base64,{data}">')

@@ -1,5 +1,5 @@
 """What every output format shares: the table grid in the paper's layout, number and cell
-formatting (collapse marks included), the caption and the trade-off pairs' rows."""
+formatting (intervals and collapse marks included), the caption and the with/without pairs' rows."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Optional
 
 from tradeoff.report.collect import Entry, TableReport
 from tradeoff.report.paper import split_setting
+from tradeoff.stats import BOOTSTRAP_FROM
 
-PAIR_HEADERS = ["dataset", "standard", "adversarially trained twin", "backdoor success, ours",
-                "paper", "higher with adv. training (ours)"]
+COMPARISON_HEADERS = ["dataset", "metric", "without", "with", "paper: without → with", "ours: with − without",
+                      "95% interval", "seeds", "verdict"]
 
 
 def fmt_number(value: Optional[float], percent: bool = True) -> str:
@@ -23,10 +24,12 @@ def collapse_mark(e: Entry) -> str:
 
 
 def fmt_spread(e: Entry) -> str:
-    """Our mean, with `` ± std`` where there is more than one seed (for an entry with values)."""
+    """Our mean, with `` ± std [low, high]`` (the 95% interval) where there is more than one seed
+    (for an entry with values)."""
     ours = fmt_number(e.mean, e.percent)
-    if e.std is not None:
-        ours += f" ± {fmt_number(e.std, e.percent)}"
+    ci = e.interval
+    if ci is not None:
+        ours += f" ± {fmt_number(ci.std, e.percent)} [{fmt_number(ci.low, e.percent)}, {fmt_number(ci.high, e.percent)}]"
     return ours
 
 
@@ -67,24 +70,24 @@ def grid_layout(t: TableReport):
 def caption(t: TableReport) -> str:
     if not t.seeds:
         seeds = "no runs of ours yet"
-    elif len(t.seeds) == 1:
-        n = t.seeds[0]
-        seeds = f"mean ± sample standard deviation over {n} seeds" if n > 1 else "1 seed"
+    elif t.seeds == [1]:
+        seeds = "1 seed: no interval and no verdict is possible"
     else:
-        seeds = f"mean ± sample standard deviation over {t.seeds[0]} to {t.seeds[-1]} seeds"
+        counts = f"{t.seeds[0]}" if len(t.seeds) == 1 else f"{t.seeds[0]} to {t.seeds[-1]}"
+        seeds = (f"mean ± sample standard deviation [95% interval] over {counts} seeds; Student's t interval "
+                 f"below {BOOTSTRAP_FROM} seeds, a percentile bootstrap from {BOOTSTRAP_FROM}")
     return f"Ours ({seeds}, preset {t.preset}), the paper's value in parentheses; percent unless noted."
 
 
-def pair_rows(t: TableReport) -> list[list[str]]:
-    """One row per trade-off pair, in the order of :data:`PAIR_HEADERS`."""
+def comparison_rows(t: TableReport) -> list[list[str]]:
+    """One row per with/without pair, in the order of :data:`COMPARISON_HEADERS`."""
     rows = []
-    for p in t.pairs:
-        ours_s, ours_a = p.ours.get("standard"), p.ours.get("adversarial")
-        pap_s, pap_a = p.paper.get("standard"), p.paper.get("adversarial")
-        verdict = ""
-        if ours_s and ours_a:
-            verdict = "yes" if ours_a[0] > ours_s[0] else "no"
-        ours = f"{ours_s[0]:.1f} → {ours_a[0]:.1f}" if ours_s and ours_a else "–"
-        pap = f"{pap_s[0]:.1f} → {pap_a[0]:.1f}" if pap_s and pap_a else ""
-        rows.append([p.dataset, p.standard, p.adversarial, ours, pap, verdict])
+    for c in t.comparisons:
+        paper = (f"{c.paper_without:.1f} → {c.paper_with:.1f}"
+                 if c.paper_without is not None and c.paper_with is not None else "")
+        ci = c.interval
+        rows.append([c.dataset, c.metric, c.without, c.with_, paper,
+                     "" if c.mean is None else f"{c.mean:+.1f}",
+                     "" if ci is None else f"[{ci.low:+.1f}, {ci.high:+.1f}] ({ci.method})",
+                     str(len(c.seeds)), c.verdict])
     return rows

@@ -4,7 +4,7 @@ plot link and notes."""
 from __future__ import annotations
 
 from tradeoff.report.collect import TableReport
-from tradeoff.report.layout import PAIR_HEADERS, caption, fmt_entry, grid_layout, pair_rows
+from tradeoff.report.layout import COMPARISON_HEADERS, caption, comparison_rows, fmt_entry, grid_layout
 from tradeoff.tables import markdown_table
 
 
@@ -12,16 +12,18 @@ def markdown_text(tables: list[TableReport], plots: dict) -> str:
     """The whole page; ``plots`` maps a table's key to its PNG (linked by file name)."""
     out = ["# Reproduction report", "",
            "Each table in the paper's layout; every cell shows our value and, in parentheses, the paper's. "
-           "Trade-off pairs join each standard cell to its adversarially trained twin.", ""]
+           "Each with/without pair the paper compares (adversarial training or not, IBP or not, a defence or "
+           "not) is a paired difference over matching seeds with its 95% interval and a verdict: reproduced "
+           "(the paper's direction, interval excluding 0), opposite, or inconclusive.", ""]
     for t in tables:
         out += [f"## {t.paper_table}: {t.title} (preset {t.preset})", "", caption(t), ""]
         row_keys, rows, cols, cells = grid_layout(t)
         headers = list(row_keys) + [" · ".join(c) for c in cols]
         body = [list(r) + [fmt_entry(cells[(r, c)]) if (r, c) in cells else "" for c in cols] for r in rows]
         out += [markdown_table(body, headers), ""]
-        if t.pairs:
-            out += ["Trade-off pairs (backdoor success rate, standard → adversarially trained):", "",
-                    markdown_table(pair_rows(t), PAIR_HEADERS), ""]
+        if t.comparisons:
+            out += [f"With/without pairs: **{t.verdicts}**.", "",
+                    markdown_table(comparison_rows(t), COMPARISON_HEADERS), ""]
         if t.key in plots:
             out += [f"![trade-off plot]({plots[t.key].name})", ""]
         if t.notes:
