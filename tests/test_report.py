@@ -116,3 +116,47 @@ def test_paper_values_split_embedded_numbers():
     assert rows[key + ("Succ. Rate w/o Defense",)] == 100.0
     assert rows[key + ("Succ. Rate w/ Defense",)] == 98.9
     assert rows[("Table 1(a)", "MNIST", "Adv. Defense=Adv. Training", "Backdoor Success rate")] == 67.2
+
+
+def test_the_caption_names_the_evaluation_attack_the_runs_used(tmp_path):
+    """Table 1(b)'s caption names, per dataset, the evaluation attack in the run folders' spec.yaml
+    (not the preset's): MNIST's two cells share one; one CIFAR-10 run's spec.yaml was edited to
+    5 cross-entropy steps at 2/255, so CIFAR-10's line says its cells differ, each with its
+    settings. Markdown and HTML carry the same caption; a run without robustness adds nothing."""
+    import dataclasses
+    import html
+
+    out = tmp_path / "sweep"
+    grid = grids.expand(grids.load_table("table1b"), "smoke", seeds=1)
+    for c in grid.cells:
+        spec = c.spec
+        if (c.dataset, c.slug) == ("cifar10", "rate5-ibp"):
+            spec = dataclasses.replace(spec, eval=dataclasses.replace(spec.eval, attack=dataclasses.replace(
+                spec.eval.attack, loss="ce", steps=5, step_size=2 / 255)))
+        run = out / c.run_name
+        run.mkdir(parents=True)
+        (run / "spec.yaml").write_text(spec.to_yaml())
+        (run / "metrics.json").write_text(json.dumps({
+            "accuracy": 0.9, "adversarial_robustness": 0.5, "certified_robustness": 0.4,
+            "backdoor_success_rate": 0.3, "spec_digest": c.digest}))
+    write_manifest(out, grid, {}, {})
+    assert main(["report", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    caption = next(line for line in md.splitlines() if line.startswith("Ours ("))
+    assert "Adv. robustness, MNIST: PGD-2, margin loss, 1 restart, Linf eps 0.4, step 0.1." in caption
+    assert ("Adv. robustness, CIFAR10: the cells used different attacks: "
+            "PGD-2, margin loss, 1 restart, Linf eps 8/255, step 0.1 (Poisoned Data Rate=5%; Adv. Defense=None / "
+            "Poisoned Data Rate=0.5%; Adv. Defense=None / Poisoned Data Rate=0.5%; Adv. Defense=IBP); "
+            "PGD-5, cross-entropy loss, 1 restart, Linf eps 8/255, step 2/255 "
+            "(Poisoned Data Rate=5%; Adv. Defense=IBP).") in caption
+    assert f"<caption>{html.escape(caption)}</caption>" in (out / "report.html").read_text()
+
+    # the same runs without adversarial robustness (eval.adversarial false): no attack is named
+    for run in out.iterdir():
+        if (run / "spec.yaml").is_file():
+            text = (run / "spec.yaml").read_text().replace("adversarial: true", "adversarial: false")
+            (run / "spec.yaml").write_text(text)
+            m = json.loads((run / "metrics.json").read_text())
+            (run / "metrics.json").write_text(json.dumps({**m, "adversarial_robustness": None}))
+    assert main(["report", str(out)]) == 0
+    assert "Adv. robustness," not in (out / "report.md").read_text()

@@ -141,3 +141,33 @@ def perturb(model, x: torch.Tensor, y: torch.Tensor, a: AttackSpec,
 ATTACKS: Registry[Callable] = Registry("attack")
 ATTACKS.register("pgd", options=AttackSpec, description="projected gradient descent, L-inf or L2, with restarts "
                  "(FGSM: steps 1, step_size eps, no random start)")(perturb)
+
+
+LOSS_NAMES = {"ce": "cross-entropy loss", "margin": "margin loss"}
+NORM_NAMES = {"linf": "Linf", "l2": "L2"}
+
+
+def _budget(value: float) -> str:
+    """0.4 -> "0.4"; 0.0313725... -> "8/255" (budgets in 255ths, as papers write them)."""
+    if abs(value - round(value, 3)) < 1e-9:
+        return f"{value:g}"
+    in_255ths = round(value * 255, 1)
+    if abs(value * 255 - in_255ths) < 1e-4:
+        return f"{in_255ths:g}/255"
+    return f"{value:.4g}"
+
+
+def describe(a: AttackSpec) -> str:
+    """One line naming a resolved attack, as a table's caption gives it: "PGD-20, margin loss,
+    1 restart, Linf eps 0.4, step 0.1" (FGSM: one step of eps without a random start)."""
+    fgsm = a.steps == 1 and not a.random_start and a.step_size is not None and a.step_size >= a.eps
+    parts = ["FGSM" if fgsm else f"PGD-{a.steps}", LOSS_NAMES.get(a.loss, f"{a.loss} loss")]
+    if not fgsm:
+        parts.append(f"{a.restarts} restart{'s' if a.restarts != 1 else ''}")
+    budget = f"{NORM_NAMES.get(a.norm, a.norm)} eps {_budget(a.eps)}"
+    if not fgsm:
+        budget += f", step {_budget(a.step_size)}" + ("" if a.random_start else ", no random start")
+    parts.append(budget)
+    if a.targeted:
+        parts.append("targeted")
+    return ", ".join(parts)

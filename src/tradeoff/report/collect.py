@@ -1,9 +1,11 @@
 """Collecting results: the report's data classes, and each swept table's cells filled from the
 finished run folders a sweep manifest names (means over converged seeds, collapsed seeds marked
-and left out, standard cells joined to their adversarially trained twins)."""
+and left out, standard cells joined to their adversarially trained twins), and the evaluation
+attack each cell's runs measured adversarial robustness with, read from their spec.yaml."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -11,11 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import yaml
+
+from tradeoff.attacks import describe
 from tradeoff.errors import TradeoffError
 from tradeoff.grids import load_presets
 from tradeoff.report.paper import paper_values
-from tradeoff.stats import Comparison, Interval, interval, paired, verdict_summary
 from tradeoff.runs import finished_runs
+from tradeoff.spec import AttackSpec
+from tradeoff.stats import Comparison, Interval, interval, paired, verdict_summary
 from tradeoff.sweep import read_manifests
 
 ASR_KEY, ROBUSTNESS_KEY = "backdoor_success_rate", "adversarial_robustness"
@@ -71,6 +77,9 @@ class TableReport:
     pairs: list
     notes: list
     seeds: list  # distinct seed counts among the cells with values
+    # dataset -> {evaluation attack, as attacks.describe names it -> [settings]}: what the runs
+    # behind the table's adversarial-robustness values were attacked with
+    attacks: dict = field(default_factory=dict)
     comparisons: list = field(default_factory=list)  # Comparison: the with/without pairs the paper compares
 
     @property
@@ -82,6 +91,28 @@ class TableReport:
         return f"{self.id}-{self.preset}"
 
 
+EVAL_ATTACK = "eval_attack"  # the run record's key for the evaluation attack's one-line name
+_ATTACK_FIELDS = {f.name for f in dataclasses.fields(AttackSpec)}
+
+
+def eval_attack(run: Path) -> Optional[str]:
+    """The evaluation attack a finished run measured adversarial robustness with, named in one
+    line from its spec.yaml (resolved: every budget field set); None where it measured none or its
+    spec does not say."""
+    try:
+        raw = yaml.safe_load((run / "spec.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    ev = raw.get("eval") if isinstance(raw, dict) else None
+    if not isinstance(ev, dict) or ev.get("adversarial") is False or not isinstance(ev.get("attack"), dict):
+        return None
+    try:
+        a = AttackSpec(**{k: v for k, v in ev["attack"].items() if k in _ATTACK_FIELDS})
+        return describe(a) if None not in (a.eps, a.step_size, a.steps) else None
+    except (TypeError, ValueError):
+        return None
+
+
 def _index_runs(out: Path) -> dict:
     """spec digest -> [metrics dict with its folder name under "run"] of finished runs."""
     index: dict = {}
@@ -91,7 +122,7 @@ def _index_runs(out: Path) -> dict:
         except (OSError, ValueError):
             continue
         digest = metrics.get("spec_digest") or run.name.rsplit("-", 1)[-1]
-        index.setdefault(digest, []).append({**metrics, "run": run.name})
+        index.setdefault(digest, []).append({**metrics, "run": run.name, EVAL_ATTACK: eval_attack(run)})
     return index
 
 
@@ -170,6 +201,7 @@ def collect(manifest: dict, runs: dict, paper: list[dict]) -> TableReport:
     skipped = {name_of.get(ds, ds): why for ds, why in (manifest.get("skipped") or {}).items()}
     notes = [f"{ds}: {why}" for ds, why in skipped.items()]
     per_cell: dict = {}  # (dataset, setting) -> list of run metrics, one per converged seed
+    attacks: dict = {}  # dataset -> {evaluation attack -> [settings]} of the robustness values shown
     collapsed: dict = {}  # (dataset, setting) -> [seeds whose training collapsed]
     for c in manifest["cells"]:
         ds, setting = c["paper_dataset"], c["setting"]
@@ -194,6 +226,11 @@ def collect(manifest: dict, runs: dict, paper: list[dict]) -> TableReport:
                     e.values.append(100 * value if e.percent else value)
                     e.runs.append(found[0]["run"])
                     e.seeds.append(c["seed"])
+                    if ROBUSTNESS_KEY in m["keys"]:
+                        name = found[0].get(EVAL_ATTACK) or "an attack its spec.yaml does not name"
+                        settings = attacks.setdefault(ds, {}).setdefault(name, [])
+                        if setting not in settings:
+                            settings.append(setting)
             elif c.get("skipped"):
                 e.status = "skipped"
             elif c.get("error"):
@@ -214,7 +251,7 @@ def collect(manifest: dict, runs: dict, paper: list[dict]) -> TableReport:
     pairs = _pairs(manifest, per_cell, entries)
     seeds = sorted({len(e.values) for e in entries.values() if e.values})
     return TableReport(manifest["table"], manifest["paper_table"], manifest.get("title", ""), manifest["preset"],
-                       manifest.get("layout_rows") or [], entries, pairs, notes, seeds,
+                       manifest.get("layout_rows") or [], entries, pairs, notes, seeds, attacks,
                        comparisons(manifest, entries))
 
 

@@ -76,7 +76,22 @@ def caption(t: TableReport) -> str:
         counts = f"{t.seeds[0]}" if len(t.seeds) == 1 else f"{t.seeds[0]} to {t.seeds[-1]}"
         seeds = (f"mean ± sample standard deviation [95% interval] over {counts} seeds; Student's t interval "
                  f"below {BOOTSTRAP_FROM} seeds, a percentile bootstrap from {BOOTSTRAP_FROM}")
-    return f"Ours ({seeds}, preset {t.preset}), the paper's value in parentheses; percent unless noted."
+    return (f"Ours ({seeds}, preset {t.preset}), the paper's value in parentheses; percent unless noted."
+            + "".join(f" {line}" for line in attack_lines(t)))
+
+
+def attack_lines(t: TableReport) -> list[str]:
+    """One sentence per dataset naming the evaluation attack behind our adversarial robustness
+    values, as the runs' spec.yaml give it; where the dataset's cells used different attacks, each
+    with its settings."""
+    lines = []
+    for ds, used in t.attacks.items():
+        if len(used) == 1:
+            lines.append(f"Adv. robustness, {ds}: {next(iter(used))}.")
+        else:
+            each = "; ".join(f"{name} ({' / '.join(settings)})" for name, settings in used.items())
+            lines.append(f"Adv. robustness, {ds}: the cells used different attacks: {each}.")
+    return lines
 
 
 def comparison_rows(t: TableReport) -> list[list[str]]:
