@@ -17,6 +17,7 @@ from tradeoff import cluster, grids
 from tradeoff.cli import main
 from tradeoff.cluster import ClusterOptions
 from tradeoff.errors import TradeoffError
+from tradeoff.metrics import TIMING_KEYS
 from tradeoff.runs import finished_runs
 from tradeoff.sweep import cell_state, status, sweep
 
@@ -37,7 +38,7 @@ cells:
   - setting: Adv. Defense=Adv. Training
     set: {adversarial_defense: {objective: pgd, attack: {steps: 2}}}
 """
-TIMING = ("train_seconds", "eval_seconds")
+TIMING = set(TIMING_KEYS)
 
 
 def metrics_by_run(out: Path) -> dict:

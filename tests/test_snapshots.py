@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from slow_steps import slow_steps_source
 from tradeoff import snapshots
+from tradeoff.metrics import TIMING_KEYS
 from tradeoff.spec import Spec
 
 # 6 steps an epoch, 4 epochs; every 4 steps is a snapshot, so they fall inside epochs too.
@@ -54,7 +55,7 @@ def wait_for_snapshot(folder, step: int, proc, timeout: float = 120):
 
 
 def metrics(folder) -> dict:
-    return {k: v for k, v in json.loads((folder / "metrics.json").read_text()).items() if not k.endswith("_seconds")}
+    return {k: v for k, v in json.loads((folder / "metrics.json").read_text()).items() if k not in TIMING_KEYS}
 
 
 def same_weights(a, b) -> bool:

@@ -19,6 +19,7 @@ from slow_steps import slow_steps_source
 from tradeoff import grids
 from tradeoff.cli import main
 from tradeoff.config import load_spec
+from tradeoff.metrics import TIMING_KEYS
 from tradeoff.resolve import resolve
 from tradeoff.runs import finished_runs
 import tradeoff.experiment
@@ -46,7 +47,7 @@ cells:
   - setting: Adv. Defense=Bogus
     set: {adversarial_defense: {objective: no-such-defence}}
 """
-TIMING = {"train_seconds", "eval_seconds"}
+TIMING = set(TIMING_KEYS)
 
 
 @pytest.fixture

@@ -162,6 +162,7 @@ def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool,
         "train_images": len(data.train),
         "train_steps": result.steps,
         "train_seconds": round(result.seconds, 2),
+        "train_images_per_second": round(result.steps * spec.train.batch_size / max(result.seconds, 1e-9), 1),
         "eval_seconds": round(eval_seconds, 2),
         "spec_digest": spec.digest(),
     }
@@ -173,7 +174,10 @@ def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool,
     for entry in spec.backdoor_defenses if ctx.is_main else []:
         if folder is not None:
             folder.mark(f"backdoor defence {entry['name']}")
+        start = time.perf_counter()
         record.update(run_backdoor_defense(entry, run, log, show_progress))
+        record["backdoor_defense_seconds"] = round(record.get("backdoor_defense_seconds", 0.0)
+                                                   + time.perf_counter() - start, 2)
         if folder is not None:
             folder.write_json("metrics.json", record)
     if folder is not None:

@@ -81,6 +81,11 @@ class TableReport:
     # behind the table's adversarial-robustness values were attacked with
     attacks: dict = field(default_factory=dict)
     comparisons: list = field(default_factory=list)  # Comparison: the with/without pairs the paper compares
+    costs: list = field(default_factory=list)  # CellCost per cell with finished runs
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(c.total_seconds for c in self.costs)
 
     @property
     def verdicts(self) -> str:
@@ -203,9 +208,12 @@ def collect(manifest: dict, runs: dict, paper: list[dict]) -> TableReport:
     per_cell: dict = {}  # (dataset, setting) -> list of run metrics, one per converged seed
     attacks: dict = {}  # dataset -> {evaluation attack -> [settings]} of the robustness values shown
     collapsed: dict = {}  # (dataset, setting) -> [seeds whose training collapsed]
+    timed: dict = {}  # (dataset, setting, slug) -> run metrics of every finished seed, for the cost
     for c in manifest["cells"]:
         ds, setting = c["paper_dataset"], c["setting"]
         found = runs.get(c["digest"]) if c.get("digest") else None
+        if found:
+            timed.setdefault((ds, setting, c["slug"]), []).append(found[0])
         if found and found[0].get("collapsed"):
             collapsed.setdefault((ds, setting), []).append(c["seed"])
         elif found:
@@ -252,7 +260,31 @@ def collect(manifest: dict, runs: dict, paper: list[dict]) -> TableReport:
     seeds = sorted({len(e.values) for e in entries.values() if e.values})
     return TableReport(manifest["table"], manifest["paper_table"], manifest.get("title", ""), manifest["preset"],
                        manifest.get("layout_rows") or [], entries, pairs, notes, seeds, attacks,
-                       comparisons(manifest, entries))
+                       comparisons(manifest, entries), [cell_cost(key, ms) for key, ms in timed.items()])
+
+
+@dataclass
+class CellCost:
+    """What a cell's finished seeds cost: wall seconds (training, evaluation, backdoor defences),
+    optimiser steps and training images per second, means over the seeds."""
+
+    dataset: str
+    setting: str
+    slug: str
+    seeds: int
+    seconds: float  # mean per seed
+    steps: float
+    images_per_second: Optional[float]
+    total_seconds: float  # over the seeds
+
+
+def cell_cost(key: tuple, runs: list) -> CellCost:
+    seconds = [sum(_number(m.get(k)) or 0.0 for k in ("train_seconds", "eval_seconds", "backdoor_defense_seconds"))
+               for m in runs]
+    rates = [r for r in (_number(m.get("train_images_per_second")) for m in runs) if r is not None]
+    return CellCost(*key, len(runs), statistics.fmean(seconds),
+                    statistics.fmean(_number(m.get("train_steps")) or 0.0 for m in runs),
+                    statistics.fmean(rates) if rates else None, sum(seconds))
 
 
 def comparisons(manifest: dict, entries: dict) -> list[Comparison]:

@@ -1,6 +1,7 @@
 """The CSV report (``report.csv``): one row per table cell and metric, ours beside the paper's
-(``kind`` value), one per with/without pair with its verdict (``kind`` pair) and one per table
-with the verdicts' summary line (``kind`` summary)."""
+(``kind`` value), one per with/without pair with its verdict (``kind`` pair), one per cell with
+its cost (``kind`` cost) and one per table with the verdicts' summary and total cost (``kind``
+summary)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import csv
 import io
 
 from tradeoff.report.collect import TableReport
+from tradeoff.report.layout import cost_line
 
 CSV_COLUMNS = ["table", "preset", "kind", "dataset", "setting", "metric", "paper", "ours_mean", "ours_std",
                "ci_low", "ci_high", "ci_method", "n_seeds", "ours_values", "status", "n_collapsed", "runs",
@@ -40,5 +42,10 @@ def csv_text(tables: list[TableReport]) -> str:
                         "ci_high": _round(ci and ci.high), "ci_method": ci.method if ci else "",
                         "n_seeds": len(c.seeds), "ours_values": ";".join(f"{v:.4f}" for v in c.differences),
                         "verdict": c.verdict})
-        w.writerow({"table": t.paper_table, "preset": t.preset, "kind": "summary", "verdict": t.verdicts})
+        for c in t.costs:
+            w.writerow({"table": t.paper_table, "preset": t.preset, "kind": "cost", "dataset": c.dataset,
+                        "setting": c.setting, "metric": "minutes per seed", "ours_mean": _round(c.seconds / 60),
+                        "n_seeds": c.seeds, "status": f"{c.steps:.0f} steps; {c.images_per_second or 0:.0f} images/s"})
+        w.writerow({"table": t.paper_table, "preset": t.preset, "kind": "summary", "verdict": t.verdicts,
+                    "status": cost_line(t)})
     return buf.getvalue()

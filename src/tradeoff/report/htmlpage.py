@@ -8,8 +8,8 @@ import html
 from typing import Optional
 
 from tradeoff.report.collect import Entry, TableReport
-from tradeoff.report.layout import (COMPARISON_HEADERS, caption, collapse_mark, comparison_rows, fmt_number,
-                                     fmt_spread, fmt_status, grid_layout)
+from tradeoff.report.layout import (COMPARISON_HEADERS, COST_HEADERS, caption, collapse_mark, comparison_rows,
+                                     cost_line, cost_rows, fmt_number, fmt_spread, fmt_status, grid_layout)
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #bbb;padding:3px 8px}
@@ -48,6 +48,12 @@ def _header_rows(row_keys: list, cols: list) -> str:
     return "\n".join(lines)
 
 
+def _simple_table(title: str, headers: list, rows: list) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    trs = "".join("<tr>" + "".join(f'<td class="k">{html.escape(v)}</td>' for v in r) + "</tr>" for r in rows)
+    return f"<table><caption>{html.escape(title)}</caption><tr>{head}</tr>{trs}</table>"
+
+
 def html_page(tables: list[TableReport], plots: dict) -> str:
     """The whole page; ``plots`` maps a table's key to its PNG (embedded)."""
     body = ["<h1>Reproduction report</h1>",
@@ -64,11 +70,9 @@ def html_page(tables: list[TableReport], plots: dict) -> str:
         lines.append("</table>")
         body.append("\n".join(lines))
         if t.comparisons:
-            head = "".join(f"<th>{html.escape(h)}</th>" for h in COMPARISON_HEADERS)
-            trs = "".join("<tr>" + "".join(f'<td class="k">{html.escape(v)}</td>' for v in r) + "</tr>"
-                          for r in comparison_rows(t))
-            body.append(f"<table><caption>With/without pairs: {html.escape(t.verdicts)}</caption>"
-                        f"<tr>{head}</tr>{trs}</table>")
+            body.append(_simple_table(f"With/without pairs: {t.verdicts}", COMPARISON_HEADERS, comparison_rows(t)))
+        if t.costs:
+            body.append(_simple_table(cost_line(t), COST_HEADERS, cost_rows(t)))
         if t.key in plots:
             data = base64.b64encode(plots[t.key].read_bytes()).decode()
             body.append(f'<img alt="trade-off plot" src="data:image/png;base64,{data}">')

@@ -94,6 +94,22 @@ def attack_lines(t: TableReport) -> list[str]:
     return lines
 
 
+COST_HEADERS = ["dataset", "setting", "cell", "seeds", "minutes per seed", "training steps", "training images / s"]
+
+
+def cost_rows(t: TableReport) -> list[list[str]]:
+    """One row per cell with finished runs, in the order of :data:`COST_HEADERS`."""
+    return [[c.dataset, c.setting, c.slug, str(c.seeds),
+             f"{c.seconds / 60:.1f}", f"{c.steps:.0f}",
+             "" if c.images_per_second is None else f"{c.images_per_second:.0f}"] for c in t.costs]
+
+
+def cost_line(t: TableReport) -> str:
+    runs = sum(c.seeds for c in t.costs)
+    return (f"Cost: {t.total_seconds / 3600:.2f} hours over {runs} finished runs (training, evaluation and "
+            "backdoor defences, as measured by each run; a run shared with another table counts in both).")
+
+
 def comparison_rows(t: TableReport) -> list[list[str]]:
     """One row per with/without pair, in the order of :data:`COMPARISON_HEADERS`."""
     rows = []

@@ -4,7 +4,8 @@ plot link and notes."""
 from __future__ import annotations
 
 from tradeoff.report.collect import TableReport
-from tradeoff.report.layout import COMPARISON_HEADERS, caption, comparison_rows, fmt_entry, grid_layout
+from tradeoff.report.layout import (COMPARISON_HEADERS, COST_HEADERS, caption, comparison_rows, cost_line, cost_rows,
+                                     fmt_entry, grid_layout)
 from tradeoff.tables import markdown_table
 
 
@@ -26,6 +27,8 @@ def markdown_text(tables: list[TableReport], plots: dict) -> str:
                     markdown_table(comparison_rows(t), COMPARISON_HEADERS), ""]
         if t.key in plots:
             out += [f"![trade-off plot]({plots[t.key].name})", ""]
+        if t.costs:
+            out += [cost_line(t), "", markdown_table(cost_rows(t), COST_HEADERS), ""]
         if t.notes:
             out += ["Notes:", ""] + [f"- {n}" for n in t.notes] + [""]
     return "\n".join(out)
