@@ -6,6 +6,7 @@ import csv
 import itertools
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -238,3 +239,10 @@ def test_neural_cleanse_label_detection_by_hand():
     out = label_detection_metrics(labels, [7, 3], scores, target=None)
     assert out["cleanse_false_flags"] == 2 and out["cleanse_false_positive_rate"] == 2 / 10
     assert out["cleanse_precision"] == 0.0 and out["cleanse_auroc"] is None
+
+
+def test_the_clean_model_config_validates():
+    """configs/defenses/mnist-none-standard.yaml: no poisoning, and spectral told what to expect."""
+    spec = load_spec(str(Path(__file__).parent.parent / "configs" / "defenses" / "mnist-none-standard.yaml"))
+    assert spec.poison.method == "none"
+    assert spec.backdoor_defenses[0]["expected_poisons"] == 250
