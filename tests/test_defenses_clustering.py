@@ -18,7 +18,7 @@ def test_ica_kmeans_separates_a_planted_subpopulation():
     """Two well-separated groups: the k-means split equals the true membership (up to naming)."""
     reps, labels, poisoned = planted(shift=8.0)
     cls = (labels == 0).numpy()
-    _, clusters = reduce_and_cluster(reps.double().numpy()[cls], dims=2, seed=0)
+    clusters = reduce_and_cluster(reps.double().numpy()[cls], dims=2, seed=0).clusters
     truth = poisoned.numpy()[cls]
     agreement = max((clusters == truth).mean(), (clusters != truth).mean())
     assert agreement == 1.0

@@ -115,4 +115,6 @@ def test_whole_run_of_every_defence_on_streamed_data(tmp_path):
     assert m["cleanse_clean_data"] == "9 held-out training images"
     assert m["cleanse_measured_images"] == len(run.data.test) == 3 * 4
     assert 0 <= m["cleanse_backdoor_success_rate_after"] <= 1
+    assert 0 <= m["spectral_der"] <= 1 and 0 <= m["cleanse_der"] <= 1  # retraining's and unlearning's DER
+    assert m["spectral_backdoor_robust_accuracy_after"] is not None and not [k for k in m if k.endswith("_error")]
     assert (tmp_path / "runs" / spec.name / "cleanse_model.safetensors").is_file()

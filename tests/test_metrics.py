@@ -57,3 +57,26 @@ def test_backdoor_success_rate_counts_failures():
     m = evaluate(HalfModel(), ImageSet(x, y), trigger, 7, EvalSpec(batch_size=3, adversarial=False), "cpu",
                  show_progress=False)
     assert m["backdoor_success_rate"] == 3 / 8  # odd labels 1, 3, 5 flip; 0, 2, 4, 6, 8 do not
+
+
+def test_backdoor_robust_accuracy_by_hand():
+    """RA (BackdoorBench): among stamped images whose true label is not the target, the share still
+    classified as their true label. Images with odd labels ignore the trigger (kept), even ones flip
+    to 7; label 7 itself is left out."""
+
+    class OddKeepsModel(CornerModel):
+        def forward(self, x):
+            logits = super().forward(x)
+            digit = (x[:, 0, 0, 0] * 10).round().long().clamp(0, 9)
+            keep = torch.nn.functional.one_hot(digit, 10).float()
+            return torch.where((digit % 2 == 1)[:, None], keep, logits)
+
+    x = torch.zeros(10, 1, 4, 4)
+    y = torch.arange(10)
+    x[:, 0, 0, 0] = y.float() / 10
+    trigger = make_trigger(section("trigger", size=1), (1, 4, 4))
+    m = evaluate(OddKeepsModel(), ImageSet(x, y), trigger, 7, EvalSpec(batch_size=3, adversarial=False), "cpu",
+                 show_progress=False)
+    # non-target labels: 0..6, 8, 9 (9 images); odd ones kept: 1, 3, 5, 9 -> RA 4/9, ASR 5/9
+    assert m["backdoor_robust_accuracy"] == 4 / 9
+    assert m["backdoor_success_rate_true_label"] == 5 / 9

@@ -164,3 +164,22 @@ def test_the_caption_names_the_evaluation_attack_the_runs_used(tmp_path):
             (run / "metrics.json").write_text(json.dumps({**m, "adversarial_robustness": None}))
     assert main(["report", str(out)]) == 0
     assert "Adv. robustness," not in (out / "report.md").read_text()
+
+
+def test_a_failed_backdoor_defence_is_named_in_the_report(tmp_path, capsys):
+    """A run whose activation clustering could not run (clustering_error, no clustering metrics):
+    its cell says 'defence failed', the notes carry the sentence, spectral's value is shown."""
+    out = tmp_path / "sweep"
+    grid = grids.expand(grids.load_table("table3ab"), "smoke", seeds=1, datasets=["mnist"])
+    cell = next(c for c in grid.cells if c.slug == "clean-rate5")
+    run = out / cell.run_name
+    run.mkdir(parents=True)
+    (run / "spec.yaml").write_text(cell.spec.to_yaml())
+    sentence = "backdoor defence activation-clustering could not run on this model (ValueError: boom)."
+    (run / "metrics.json").write_text(json.dumps({
+        "dataset": "mnist", "accuracy": 0.9, "backdoor_success_rate": 0.5, "spectral_detection_rate": 0.25,
+        "clustering_error": sentence, "spec_digest": cell.digest}))
+    write_manifest(out, grid, {}, {})
+    assert main(["report", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "defence failed" in md and sentence in md and "25.0" in md

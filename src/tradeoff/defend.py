@@ -4,7 +4,8 @@ The trained run is rebuilt from the folder: ``spec.yaml`` (the resolved spec), t
 poisoning re-derived from the spec's seed (checked against ``poison.safetensors``), and the
 weights in ``model.safetensors``. The defence's metrics are merged into ``metrics.json`` (a
 temporary file renamed into place), its tensors saved beside it, the entry appended to
-``defenses.yaml``, and the parent folder's ``summary.csv`` rewritten.
+``defenses.yaml``, and the parent folder's ``summary.csv`` rewritten. A defence that cannot run on
+the model is one sentence, and the folder is left as it was.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tradeoff.backdoor_defenses import check_entry, run_backdoor_defense
+from tradeoff.backdoor_defenses import check_entry, metric_prefix, try_backdoor_defense
 from tradeoff.checkpoints import load_state
 from tradeoff.config import spec_from_dict
 from tradeoff.device import pick_device, seed_everything
@@ -69,11 +70,15 @@ def defend_run_folder(run_dir: str | Path, entry: dict, data_root: str | None = 
             print(f"[{run_dir.name}] {message}", file=sys.stderr)
 
     log(f"defend: {entry}")
-    result = run_backdoor_defense(entry, run, log, show_progress)
+    result = try_backdoor_defense(entry, run, log, show_progress)
+    error = result.get(f"{metric_prefix(entry['name'])}_error")
+    if error:  # nothing written: the folder stays as it was
+        raise TradeoffError(error)
     # Everything is computed before anything is written.
     for file_name, tensors in run.artifacts.items():
         save_tensors_atomic(run_dir / file_name, tensors)
-    metrics = {**run.metrics, **result}
+    stale = f"{metric_prefix(entry['name'])}_error"  # an earlier failure of this defence, now superseded
+    metrics = {**{k: v for k, v in run.metrics.items() if k != stale}, **result}
     write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     history_file = run_dir / "defenses.yaml"
     history = yaml.safe_load(history_file.read_text()) if history_file.is_file() else None

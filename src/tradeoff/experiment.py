@@ -11,7 +11,7 @@ import torch
 
 from tradeoff import distributed, snapshots
 from tradeoff.adversarial_defenses import adversarial_defense_label, make_objective
-from tradeoff.backdoor_defenses import run_backdoor_defense
+from tradeoff.backdoor_defenses import metric_prefix, try_backdoor_defense
 from tradeoff.data import load_data
 from tradeoff.config import differing_fields, read_yaml, spec_from_dict
 from tradeoff.device import pick_device, seed_everything
@@ -170,14 +170,19 @@ def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool,
     if folder is not None:  # every metric so far is kept if a backdoor defence fails
         folder.write_json("metrics.json", record)
     # The backdoor defences run once, on rank 0, in one process (their own training and evaluation
-    # are single-process); the other ranks are done.
+    # are single-process); the other ranks are done. A defence that cannot run on this model is one
+    # sentence (in the log, on stderr and as <prefix>_error in metrics.json); the run goes on.
     for entry in spec.backdoor_defenses if ctx.is_main else []:
         if folder is not None:
             folder.mark(f"backdoor defence {entry['name']}")
         start = time.perf_counter()
-        record.update(run_backdoor_defense(entry, run, log, show_progress))
+        outcome = try_backdoor_defense(entry, run, log, show_progress)
         record["backdoor_defense_seconds"] = round(record.get("backdoor_defense_seconds", 0.0)
                                                    + time.perf_counter() - start, 2)
+        error = outcome.get(f"{metric_prefix(entry['name'])}_error")
+        if error:
+            warn(error)
+        record.update(outcome)
         if folder is not None:
             folder.write_json("metrics.json", record)
     if folder is not None:

@@ -5,6 +5,11 @@
 - ``backdoor_success_rate``: the paper's definition: among test images whose *clean prediction*
   is not the target, the fraction predicted as the target once stamped.
 - ``backdoor_success_rate_true_label``: the common variant filtering on the *true label* instead.
+- ``backdoor_robust_accuracy`` (BackdoorBench's RA): among test images whose *true label* is not
+  the target, the fraction still classified as their true label once stamped.
+
+And for a backdoor defence, :func:`defence_effectiveness_rating` (BackdoorBench's DER) from the
+accuracy and success rate before and after it.
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ def evaluate(model, test_set, trigger, target: int, eval_spec: EvalSpec, device,
             add("asr_pred_total", (clean != target).sum())
             add("asr_label_hits", (hit & (yb != target)).sum())
             add("asr_label_total", (yb != target).sum())
+            add("ra_hits", ((stamped == yb) & (yb != target)).sum())
             if adversarial:
                 x_adv = perturb(model, xb, yb, eval_spec.attack)
                 with torch.no_grad():
@@ -94,9 +100,20 @@ def evaluate(model, test_set, trigger, target: int, eval_spec: EvalSpec, device,
         "adversarial_robustness": values["robust"] / n if adversarial else None,
         "backdoor_success_rate": values["asr_pred_hits"] / max(values["asr_pred_total"], 1),
         "backdoor_success_rate_true_label": values["asr_label_hits"] / max(values["asr_label_total"], 1),
+        "backdoor_robust_accuracy": values["ra_hits"] / max(values["asr_label_total"], 1),
         "test_images": n,
     }
     for fn in extra:
         for name in getattr(fn, "metric_names", ()):
             metrics[name] = values.get(name, 0.0) / n
     return metrics
+
+
+def defence_effectiveness_rating(accuracy_before, accuracy_after, success_before, success_after) -> float | None:
+    """BackdoorBench's DER = [max(0, dASR) - max(0, dACC) + 1] / 2 with dASR = ASR before - after and
+    dACC = accuracy before - after: 1 for a defence that removes a 100% backdoor at no accuracy
+    cost, 0.5 for one that changes nothing, 0 for one that only loses accuracy. None when any of
+    the four values is missing."""
+    if None in (accuracy_before, accuracy_after, success_before, success_after):
+        return None
+    return (max(0.0, success_before - success_after) - max(0.0, accuracy_before - accuracy_after) + 1) / 2

@@ -7,6 +7,7 @@ from typing import Callable
 from tradeoff.errors import TradeoffError
 from tradeoff.handoff import TrainedRun
 from tradeoff.options import build
+from tradeoff.preemption import Preempted
 from tradeoff.registry import Registry
 
 # name -> fn(run: TrainedRun, options, log, show_progress) -> dict of prefixed metrics
@@ -32,3 +33,30 @@ def run_backdoor_defense(entry: dict, run: TrainedRun, log=print, show_progress:
     """Run one ``backdoor_defenses`` entry on a trained run; returns metrics prefixed with the
     defence's short name."""
     return BACKDOOR_DEFENSES.get(entry["name"])(run, parse_options(entry), log, show_progress)
+
+
+def metric_prefix(name: str) -> str:
+    """The short name a defence prefixes its metrics with (its options' ``metric_prefix``)."""
+    options = BACKDOOR_DEFENSES.entry(name).options
+    return getattr(options, "metric_prefix", None) or name.replace("-", "_")
+
+
+def error_sentence(name: str, error: BaseException) -> str:
+    """One sentence saying that a defence could not run, naming the error's first line."""
+    text = (str(error).strip().splitlines() or [""])[0][:300]
+    return f"backdoor defence {name} could not run on this model ({error.__class__.__name__}{': ' + text if text else ''})."
+
+
+def try_backdoor_defense(entry: dict, run: TrainedRun, log=print, show_progress: bool = False) -> dict:
+    """:func:`run_backdoor_defense`, except that a defence that raises returns
+    ``{<prefix>_error: one sentence}`` instead, and the tensors it left for the run folder are
+    dropped, so that a run keeps its model and every other metric. Interrupts still propagate."""
+    before = dict(run.artifacts)
+    try:
+        return run_backdoor_defense(entry, run, log, show_progress)
+    except Preempted:
+        raise
+    except Exception as e:  # noqa: BLE001  a defence failing on a model must not take the run with it
+        run.artifacts.clear()
+        run.artifacts.update(before)
+        return {f"{metric_prefix(entry['name'])}_error": error_sentence(entry["name"], e)}

@@ -23,7 +23,10 @@ images of each CIFAR-10 class are never trained on), the defender reverse-engine
 on those held-out images and the whole test set measures accuracy and backdoor success before and
 after (``cleanse_*_before`` / ``_after``). Without it, the test set is split once by a seeded
 permutation (seed = spec seed + 2): the first ``holdout_fraction`` is the defender's, the rest
-measures. Both in-memory and streamed (ImageFolder) data are read batch by batch.
+measures. ``cleanse_der`` is the defence effectiveness rating of unlearning on those measurements;
+with ``labels: all`` the flagged labels are also judged against the ground truth (the target is the
+one backdoored label), see :func:`label_detection_metrics`. Both in-memory and streamed
+(ImageFolder) data are read batch by batch.
 """
 
 from __future__ import annotations
@@ -31,13 +34,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 import torch
 import torch.nn.functional as F
 
 from tradeoff.adversarial_defenses import model_mode
 from tradeoff.backdoor_defenses.base import BACKDOOR_DEFENSES
+from tradeoff.backdoor_defenses.common import before_after_metrics, detection_metrics
 from tradeoff.errors import TradeoffError
 from tradeoff.handoff import TrainedRun
 from tradeoff.metrics import evaluate
@@ -49,6 +53,7 @@ MAD_CONSISTENCY = 1.4826  # makes the MAD a consistent estimator of a normal dis
 
 @dataclass
 class CleanseOptions:
+    metric_prefix: ClassVar[str] = "cleanse"
     labels: Literal["all", "target"] = option("all", doc="reverse every label (MAD anomaly index) or the "
                                               "target only (the paper)")
     epochs: int = option(20, doc="reverse-engineering epochs", min=1)
@@ -235,6 +240,19 @@ def clean_data(run: TrainedRun, opts: CleanseOptions) -> tuple[object, object, s
     return defender, measure, f"{len(defender)} test images (holdout_fraction {opts.holdout_fraction})"
 
 
+def label_detection_metrics(labels: list[int], flagged: list[int], scores: torch.Tensor, target: int | None) -> dict:
+    """Neural Cleanse's detection judged per label, the backdoored label being the target (none in
+    a run without poison, where every flagged label is a false positive): ``cleanse_false_flags``
+    (flagged labels that are not backdoored), ``cleanse_false_positive_rate`` (their share of the
+    clean labels), ``cleanse_precision`` (None when nothing is flagged) and ``cleanse_auroc`` of
+    the labels' anomaly indices (0 for labels above the median norm; None without a backdoor)."""
+    backdoored = torch.tensor([t == target for t in labels])
+    is_flagged = torch.tensor([t in flagged for t in labels])
+    out = detection_metrics("cleanse", is_flagged, backdoored, torch.ones(len(labels), dtype=torch.bool), scores)
+    return {"cleanse_false_flags": out["cleanse_clean_removed"],
+            **{k: out[k] for k in ("cleanse_false_positive_rate", "cleanse_precision", "cleanse_auroc")}}
+
+
 def clean_metrics(model, measure_set, run: TrainedRun) -> dict:
     """Accuracy and backdoor success of ``model`` on ``measure_set`` (no adversarial evaluation)."""
     clean_only = dataclasses.replace(run.spec.eval, adversarial=False, certified_eps=None)
@@ -274,6 +292,7 @@ def cleanse_defense(run: TrainedRun, opts: CleanseOptions, log, show_progress) -
             "cleanse_median_mask_l1": float(rev.l1.quantile(0.5)),
             "cleanse_flagged_labels": " ".join(map(str, flagged)),
             "cleanse_target_flagged": target in flagged,
+            **label_detection_metrics(labels, flagged, candidates, target if run.data.poison_mask.any() else None),
         })
         run.add_artifact("cleanse.safetensors", {"labels": torch.tensor(labels), "masks": rev.masks,
                                                       "patterns": rev.patterns, "l1": rev.l1, "anomaly_index": index})
@@ -283,9 +302,7 @@ def cleanse_defense(run: TrainedRun, opts: CleanseOptions, log, show_progress) -
     mode = opts.unlearn if opts.unlearn != "auto" else ("flagged" if opts.labels == "all" else "target")
     chosen = {"flagged": flagged, "target": [target], "none": []}[mode]
     before = clean_metrics(model, measure_set, run)
-    metrics.update({"cleanse_unlearned_labels": " ".join(map(str, chosen)),
-                    "cleanse_accuracy_before": before["accuracy"],
-                    "cleanse_backdoor_success_rate_before": before["backdoor_success_rate"]})
+    metrics["cleanse_unlearned_labels"] = " ".join(map(str, chosen))
     if chosen and opts.unlearn_epochs > 0:
         pick = torch.tensor([labels.index(t) for t in chosen])
         cleaned = unlearn(model, defender, rev.masks[pick], rev.patterns[pick], opts, spec.seed + 3, show_progress)
@@ -294,8 +311,7 @@ def cleanse_defense(run: TrainedRun, opts: CleanseOptions, log, show_progress) -
     else:
         log("neural cleanse: no label to unlearn; the model is unchanged")
         after = before
-    metrics.update({"cleanse_accuracy_after": after["accuracy"],
-                    "cleanse_backdoor_success_rate_after": after["backdoor_success_rate"]})
+    metrics.update(before_after_metrics("cleanse", before, after))
     log("neural cleanse: " + ", ".join(
         f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
     return metrics

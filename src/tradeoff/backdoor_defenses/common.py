@@ -11,6 +11,7 @@ from tradeoff.adversarial_defenses import model_mode
 from tradeoff.backdoor_defenses.retrain import retrain_without
 from tradeoff.errors import TradeoffError
 from tradeoff.handoff import TrainedRun
+from tradeoff.metrics import defence_effectiveness_rating
 
 
 def training_set(run: TrainedRun):
@@ -62,28 +63,64 @@ def examined_classes(scope: str, target: int, labels: torch.Tensor) -> list[int]
     return sorted(int(c) for c in labels.unique())
 
 
-def detection_metrics(prefix: str, removed: torch.Tensor, poisoned: torch.Tensor, examined: torch.Tensor) -> dict:
-    """detection rate = poisons removed / poisons; false-positive rate = clean images removed /
-    clean images among those examined (the classes the filter looked at)."""
+def auroc(scores: torch.Tensor, poisoned: torch.Tensor, examined: torch.Tensor) -> float | None:
+    """Area under the ROC curve of the per-image ``scores`` (higher = more suspect) against the
+    ground-truth poison mask, over the examined images (scikit-learn's ``roc_auc_score``); None
+    when the examined images are all poisoned or all clean."""
+    from sklearn.metrics import roc_auc_score
+
+    examined = examined.cpu()
+    truth = poisoned.cpu()[examined].numpy()
+    if truth.all() or not truth.any():
+        return None
+    return float(roc_auc_score(truth, scores.cpu()[examined].double().numpy()))
+
+
+def detection_metrics(prefix: str, removed: torch.Tensor, poisoned: torch.Tensor, examined: torch.Tensor,
+                      scores: torch.Tensor | None = None) -> dict:
+    """What a filter removed, against the ground truth, among the images it examined (the classes
+    it looked at):
+
+    - ``_removed``, ``_poisons_removed``, ``_clean_removed``: counts;
+    - ``_detection_rate``: the true-positive rate, poisons removed / poisons (None without poisons);
+    - ``_false_positive_rate``: clean images removed / clean images examined (None without any);
+    - ``_precision``: poisons removed / images removed (None when nothing was removed);
+    - ``_auroc``: of ``scores`` (higher = more suspect), see :func:`auroc`.
+
+    On a model trained without poison every removal is a false positive: the detection rate and
+    AUROC are None there, the precision 0 (None when nothing was removed), the counts and the
+    false-positive rate measure what the filter removes when there is nothing to find."""
     removed, poisoned, examined = removed.cpu(), poisoned.cpu(), examined.cpu()
     n_poison = int(poisoned.sum())
     clean_examined = int((examined & ~poisoned).sum())
+    hits, false_hits, n_removed = int((removed & poisoned).sum()), int((removed & ~poisoned).sum()), int(removed.sum())
     return {
-        f"{prefix}_removed": int(removed.sum()),
-        f"{prefix}_poisons_removed": int((removed & poisoned).sum()),
-        f"{prefix}_detection_rate": (int((removed & poisoned).sum()) / n_poison) if n_poison else None,
-        f"{prefix}_false_positive_rate": (int((removed & ~poisoned).sum()) / clean_examined)
-        if clean_examined else None,
+        f"{prefix}_examined": int(examined.sum()),
+        f"{prefix}_removed": n_removed,
+        f"{prefix}_poisons_removed": hits,
+        f"{prefix}_clean_removed": false_hits,
+        f"{prefix}_detection_rate": hits / n_poison if n_poison else None,
+        f"{prefix}_false_positive_rate": false_hits / clean_examined if clean_examined else None,
+        f"{prefix}_precision": hits / n_removed if n_removed else None,
+        f"{prefix}_auroc": auroc(scores, poisoned, examined) if scores is not None else None,
     }
+
+
+def before_after_metrics(prefix: str, before: dict, after: dict) -> dict:
+    """Accuracy, backdoor success rate and backdoor robust accuracy of the model before and after a
+    defence (two :func:`~tradeoff.metrics.evaluate` results), and the defence effectiveness rating."""
+    out = {}
+    for name in ("backdoor_success_rate", "accuracy", "backdoor_robust_accuracy"):
+        out[f"{prefix}_{name}_before"] = before.get(name)
+        out[f"{prefix}_{name}_after"] = after.get(name)
+    out[f"{prefix}_der"] = defence_effectiveness_rating(before.get("accuracy"), after.get("accuracy"),
+                                                        before.get("backdoor_success_rate"),
+                                                        after.get("backdoor_success_rate"))
+    return out
 
 
 def retrain_metrics(prefix: str, run: TrainedRun, removed: torch.Tensor, log, show_progress: bool) -> dict:
-    """The spec trained again without the removed images: the "with defence" success rate."""
+    """The spec trained again without the removed images: the "with defence" success rate, and the
+    defence effectiveness rating against the model trained on everything."""
     log(f"{prefix}: retraining without the {int(removed.sum())} removed images")
-    metrics = retrain_without(run, removed, log, show_progress)
-    return {
-        f"{prefix}_backdoor_success_rate_before": run.metrics.get("backdoor_success_rate"),
-        f"{prefix}_backdoor_success_rate_after": metrics["backdoor_success_rate"],
-        f"{prefix}_accuracy_before": run.metrics.get("accuracy"),
-        f"{prefix}_accuracy_after": metrics["accuracy"],
-    }
+    return before_after_metrics(prefix, run.metrics, retrain_without(run, removed, log, show_progress))

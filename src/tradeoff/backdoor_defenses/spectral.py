@@ -17,13 +17,18 @@ class (a third at 5% dirty-label on MNIST) clean images on the far side score hi
 ``spectral_deviation`` (our definition of Supplement 5's "deviation", which the paper does not
 define precisely): in the target class, (mean score of poisoned - mean score of clean images) /
 standard deviation of the clean images' scores. It uses the ground truth and is a diagnostic.
+``spectral_auroc`` ranks the examined images by the variant's score against the ground truth.
+
+Degenerate representations (constant or all-zero columns, rank 1, a whole class identical) need no
+special case: the SVD of a zero matrix is defined, every score is then 0 and the removal picks
+ties by index.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 import torch
 
@@ -41,6 +46,7 @@ VARIANT_LABELS = {"paper": "paper (oracle: knows the poison count)", "textbook":
 
 @dataclass
 class SpectralOptions:
+    metric_prefix: ClassVar[str] = "spectral"
     variant: Literal["paper", "textbook"] = option("paper", doc="paper: remove poisons + 1 by uncentred scores")
     classes: Scope = option("target", doc="examine the target class or every class")
     layer: Optional[str] = option(None, doc="module name to read; default: the model's representation layer")
@@ -102,7 +108,7 @@ def spectral_defense(run: TrainedRun, opts: SpectralOptions, log, show_progress)
         if c == target:
             deviation = separation(scores, poisoned[idx])
     metrics = {"spectral_variant": VARIANT_LABELS[opts.variant], "spectral_centred": centred, "spectral_classes": opts.classes,
-               **detection_metrics("spectral", removed, poisoned, examined), "spectral_deviation": deviation}
+               **detection_metrics("spectral", removed, poisoned, examined, scores_all), "spectral_deviation": deviation}
     log("spectral signatures (" + VARIANT_LABELS[opts.variant] + "): " + ", ".join(
         f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
     run.add_artifact("spectral.safetensors", {"scores": scores_all, "removed": removed.to(torch.uint8)})

@@ -229,7 +229,11 @@ def collect(manifest: dict, runs: dict, paper: list[dict]) -> TableReport:
             elif found:
                 value = _pick(found[0], m["keys"])
                 if value is None:
-                    e.status = e.status or f"no metric {' or '.join(m['keys'])} in the run"
+                    # a backdoor defence that could not run left <prefix>_error instead of its metrics
+                    failed = sorted({found[0][k] for k in (key.split("_")[0] + "_error" for key in m["keys"])
+                                     if found[0].get(k)})
+                    e.status = e.status or ("defence failed" if failed else f"no metric {' or '.join(m['keys'])} in the run")
+                    notes += [n for n in (f"{ds}, {setting}, seed {c['seed']}: {why}" for why in failed) if n not in notes]
                 else:
                     e.values.append(100 * value if e.percent else value)
                     e.runs.append(found[0]["run"])
