@@ -84,3 +84,22 @@ def test_spec_validation_rejects_bad_defence_options():
     """A mistyped option in a spec is caught when the spec is loaded, before any training."""
     with pytest.raises(TradeoffError, match="neural-cleanse.epochs"):
         load_spec(None, {"backdoor_defenses": [{"name": "neural-cleanse", "epochs": "many"}]})
+
+
+def test_one_defence_twice_under_two_prefixes(tmp_path):
+    """The paper's and the textbook rule in one run: the second entry's metrics and file carry its
+    prefix, and each equals what the defence gives when it runs alone under its own name (the
+    defences are deterministic given the trained model)."""
+    both = load_spec(None, {"backdoor_defenses": [
+        {"name": "spectral", "retrain": False},
+        {"name": "spectral", "variant": "textbook", "retrain": False, "prefix": "spectral_textbook"}]}, base=TINY)
+    alone = load_spec(None, {"backdoor_defenses": [{"name": "spectral", "variant": "textbook", "retrain": False}]},
+                      base=TINY)
+    m_both = run_experiment(both, tmp_path / "both", show_progress=False).metrics
+    m_alone = run_experiment(alone, tmp_path / "alone", show_progress=False).metrics
+    assert m_both["spectral_variant"].startswith("paper") and m_both["spectral_textbook_variant"] == "textbook"
+    for key in ("removed", "detection_rate", "false_positive_rate"):
+        assert m_both[f"spectral_textbook_{key}"] == m_alone[f"spectral_{key}"]
+    assert (tmp_path / "both" / both.name / "spectral_textbook.safetensors").is_file()
+    with pytest.raises(TradeoffError, match="prefix"):
+        load_spec(None, {"backdoor_defenses": [{"name": "spectral", "prefix": "Bad Prefix"}]}, base=TINY)

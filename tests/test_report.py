@@ -183,3 +183,27 @@ def test_a_failed_backdoor_defence_is_named_in_the_report(tmp_path, capsys):
     assert main(["report", str(out)]) == 0
     md = (out / "report.md").read_text()
     assert "defence failed" in md and sentence in md and "25.0" in md
+
+
+def test_a_pair_without_paper_values_takes_the_papers_direction_elsewhere():
+    """MNIST has no paper value in Table 3(a)(b): its clean-label vs dirty-label comparison expects
+    the direction the paper reports for CIFAR-10; a textbook-rule metric expects the direction of
+    the paper's metric it is ``like``."""
+    from tradeoff.report.collect import Entry, comparisons
+
+    det, textbook = "Detection Rate (SS) @ 5%", "Detection Rate (SS, textbook) @ 5%"
+    dirty, clean = "Adv. Defense=Dirty", "Adv. Defense=Clean"
+    entries = {
+        ("CIFAR10", dirty, det): Entry("CIFAR10", dirty, det, paper=81.6),
+        ("CIFAR10", clean, det): Entry("CIFAR10", clean, det, paper=8.7),
+        ("MNIST", dirty, det): Entry("MNIST", dirty, det, values=[90.0, 80.0, 85.0], seeds=[0, 1, 2]),
+        ("MNIST", clean, det): Entry("MNIST", clean, det, values=[10.0, 12.0, 9.0], seeds=[0, 1, 2]),
+        ("MNIST", dirty, textbook): Entry("MNIST", dirty, textbook, values=[50.0, 55.0, 52.0], seeds=[0, 1, 2]),
+        ("MNIST", clean, textbook): Entry("MNIST", clean, textbook, values=[51.0, 56.0, 53.0], seeds=[0, 1, 2]),
+    }
+    metrics = [{"paper": det, "keys": ["d"]}, {"paper": textbook, "keys": ["t"], "like": det}]
+    manifest = {"cells": [{"paper_dataset": "MNIST", "setting": clean, "twin": dirty, "metrics": metrics}]}
+    by_metric = {c.metric: c for c in comparisons(manifest, entries)}
+    assert (by_metric[det].paper_source, by_metric[det].paper_difference) == ("CIFAR10", 8.7 - 81.6)
+    assert by_metric[det].verdict == "reproduced"  # -75.7 points, interval well below 0
+    assert by_metric[textbook].paper_source == "CIFAR10" and by_metric[textbook].verdict == "opposite"

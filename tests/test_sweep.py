@@ -193,7 +193,8 @@ def test_layers_and_shared_cells():
 def test_every_paper_cell_has_a_config_cell():
     """Cross-check of the shipped table configs against the paper's numbers (paper_tables.csv): every
     (table, dataset, setting, metric) of the paper is produced by exactly one config cell, and every
-    config cell's setting and metrics exist in the paper."""
+    config cell's setting and metrics exist in the paper (apart from metrics marked beyond the paper
+    and datasets the paper preset skips for the table)."""
     from tradeoff.report import paper_values
 
     text = (resources.files("tradeoff") / "resources" / "paper_tables.csv").read_text(encoding="utf-8")
@@ -205,11 +206,15 @@ def test_every_paper_cell_has_a_config_cell():
     produced = []
     for tid in grids.table_ids():
         t = grids.load_table(tid)
+        at_paper_preset = grids.expand(t, "paper", seeds=1, overrides=["model.from_scratch=true"])
         for ds in t.datasets:
+            if ds in at_paper_preset.skipped:  # a dataset the paper lacks, run at the cpu preset only
+                continue
             for c in t.cells:
                 if c.applies_to(ds):
                     for m in c.metrics or t.metrics:
-                        produced.append((t.table, names[ds]["paper_name"], c.setting, m.paper))
+                        if not m.beyond:  # metrics of ours beside the paper's (e.g. textbook decision rules)
+                            produced.append((t.table, names[ds]["paper_name"], c.setting, m.paper))
     assert len(produced) == len(set(produced))
     assert set(produced) == paper
 
@@ -253,3 +258,22 @@ def test_manifest_keeps_cells_of_earlier_partial_sweeps(tmp_path):
     (manifest,) = read_manifests(tmp_path)
     assert sorted(c["slug"] for c in manifest["cells"]) == sorted(
         ["fixed-standard", "fixed-adv-training", "random-standard", "random-adv-training"])
+
+
+def test_defence_tables_run_mnist_at_the_cpu_preset_only():
+    """Tables 3(a)(b), 3(c), S5(a)(b) list MNIST at the cpu preset (with the textbook rules beside
+    the paper's) and skip it at the paper preset, saying why; a metric restricted to MNIST is not a
+    column of the other datasets' cells."""
+    for tid in ("table3ab", "table3c", "supp5a", "supp5b"):
+        table = grids.load_table(tid)
+        cpu = grids.expand(table, "cpu", datasets=["mnist"])
+        assert cpu.cells and all(c.spec is not None and c.seed in (0, 1, 2) for c in cpu.cells)
+        paper = grids.expand(table, "paper", datasets=["mnist"])
+        assert not paper.cells and "no MNIST cells" in paper.skipped["mnist"]
+    cell = grids.expand(grids.load_table("table3ab"), "cpu", datasets=["mnist"]).cells[0]
+    prefixes = [e.get("prefix", e["name"]) for e in cell.spec.backdoor_defenses]
+    assert prefixes == ["spectral", "spectral_textbook", "activation-clustering", "clustering_size"]
+    s5 = grids.load_table("supp5a")
+    restricted = [m for m in s5.metrics if m.datasets == ["mnist"]]
+    assert [m.keys for m in restricted] == [["spectral_textbook_detection_rate"],
+                                            ["spectral_textbook_backdoor_success_rate_after"]]

@@ -71,13 +71,13 @@ def defend_run_folder(run_dir: str | Path, entry: dict, data_root: str | None = 
 
     log(f"defend: {entry}")
     result = try_backdoor_defense(entry, run, log, show_progress)
-    error = result.get(f"{metric_prefix(entry['name'])}_error")
+    error = result.get(f"{metric_prefix(entry)}_error")
     if error:  # nothing written: the folder stays as it was
         raise TradeoffError(error)
     # Everything is computed before anything is written.
     for file_name, tensors in run.artifacts.items():
         save_tensors_atomic(run_dir / file_name, tensors)
-    stale = f"{metric_prefix(entry['name'])}_error"  # an earlier failure of this defence, now superseded
+    stale = f"{metric_prefix(entry)}_error"  # an earlier failure of this defence, now superseded
     metrics = {**{k: v for k, v in run.metrics.items() if k != stale}, **result}
     write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     history_file = run_dir / "defenses.yaml"

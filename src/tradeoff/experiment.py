@@ -179,7 +179,7 @@ def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool,
         outcome = try_backdoor_defense(entry, run, log, show_progress)
         record["backdoor_defense_seconds"] = round(record.get("backdoor_defense_seconds", 0.0)
                                                    + time.perf_counter() - start, 2)
-        error = outcome.get(f"{metric_prefix(entry['name'])}_error")
+        error = outcome.get(f"{metric_prefix(entry)}_error")
         if error:
             warn(error)
         record.update(outcome)

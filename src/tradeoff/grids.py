@@ -39,9 +39,13 @@ class MetricDef:
     paper: str
     keys: list
     percent: bool = True  # our value is a fraction shown in percent, like the paper's
+    datasets: Optional[list] = None  # only these datasets' cells report it (None: every dataset)
+    beyond: bool = False  # a metric the paper does not report (ours only)
+    like: Optional[str] = None  # beyond the paper: the paper's metric whose direction a verdict expects
 
     def to_dict(self) -> dict:
-        return {"paper": self.paper, "keys": list(self.keys), "percent": self.percent}
+        return {"paper": self.paper, "keys": list(self.keys), "percent": self.percent, "datasets": self.datasets,
+                "beyond": self.beyond, "like": self.like}
 
 
 @dataclass
@@ -95,10 +99,11 @@ def _metric_defs(raw, where: str) -> list:
             out.append(MetricDef(str(paper), list(value)))
         elif isinstance(value, dict) and "key" in value:
             keys = value["key"] if isinstance(value["key"], list) else [value["key"]]
-            out.append(MetricDef(str(paper), keys, bool(value.get("percent", True))))
+            out.append(MetricDef(str(paper), keys, bool(value.get("percent", True)), value.get("datasets"),
+                                 bool(value.get("beyond", False)), value.get("like")))
         else:
             raise TradeoffError(f"{where}: metric {paper!r} must name a metric key, a list of keys or "
-                                f"{{key: ..., percent: ...}}, not {value!r}.")
+                                f"{{key: ..., percent: ..., datasets: [...], beyond: true, like: ...}}, not {value!r}.")
     return out
 
 
@@ -263,8 +268,12 @@ def expand(table: TableDef, preset: str, seeds: Optional[int] = None, datasets: 
             skipped[ds] = f"dataset {ds!r} is not known to this version of tradeoff"
             continue
         preset_layer = _layer(p.get("layers") or {}, ds)
+        table_layer = _layer(table.presets.get(preset) or {}, ds)
         if "skip" in preset_layer:
             skipped[ds] = f"preset {preset!r}: {preset_layer['skip']}"
+            continue
+        if "skip" in table_layer:
+            skipped[ds] = f"table {table.id}, preset {preset!r}: {table_layer['skip']}"
             continue
         seed_counts = p.get("seeds") or {}
         n_seeds = seeds if seeds is not None else int(seed_counts.get(ds, seed_counts.get("default", 1)))
@@ -278,7 +287,7 @@ def expand(table: TableDef, preset: str, seeds: Optional[int] = None, datasets: 
         for cell in applicable:
             raw = merge({}, info.get("spec") or {})
             for layer in (preset_layer, table.base, table.by_dataset.get(ds) or {}, cell.overrides,
-                          cell.by_dataset.get(ds) or {}, _layer(table.presets.get(preset) or {}, ds), user):
+                          cell.by_dataset.get(ds) or {}, table_layer, user):
                 raw = merge(raw, layer)
             for seed in range(n_seeds):
                 g = GridCell(table=table.id, paper_table=table.table, dataset=ds, paper_dataset=paper_ds,

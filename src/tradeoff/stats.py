@@ -81,6 +81,7 @@ class Comparison:
     paper_with: Optional[float]
     seeds: list  # matching seeds, converged in both
     differences: list  # ours, with - without, per seed, in the metric's unit
+    paper_source: str = ""  # the dataset the paper's values come from (another one where it has none for this)
 
     @property
     def paper_difference(self) -> Optional[float]:

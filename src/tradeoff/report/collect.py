@@ -221,6 +221,8 @@ def collect(manifest: dict, runs: dict, paper: list[dict]) -> TableReport:
         if c.get("error"):
             notes.append(f"{ds}, {setting}, seed {c['seed']}: {c['error']}")
         for m in c["metrics"]:
+            if m.get("datasets") and c["dataset"] not in m["datasets"]:
+                continue
             e = entry(ds, setting, m["paper"])
             e.percent = m.get("percent", True)
             if found and found[0].get("collapsed"):
@@ -294,25 +296,47 @@ def cell_cost(key: tuple, runs: list) -> CellCost:
 def comparisons(manifest: dict, entries: dict) -> list[Comparison]:
     """The with/without pairs the paper compares, over matching converged seeds: each cell with a
     twin against its twin, metric by metric (adversarial training or not, IBP or not), and each
-    pair of metrics the table lists under ``compare`` within a cell (a defence or not)."""
-    out, seen = [], set()
+    pair of metrics the table lists under ``compare`` within a cell (a defence or not). The
+    expected direction is the paper's for the dataset, else for the metric a metric of ours is
+    ``like``, else the paper's on the table's other datasets where they agree."""
+    likes = {m["paper"]: m["like"] for c in manifest["cells"] for m in c["metrics"] if m.get("like")}
+    pairs = []  # (dataset, metric label, (setting, metric) without, (setting, metric) with)
+    seen = set()
     for c in manifest["cells"]:
         ds, setting, twin = c["paper_dataset"], c["setting"], c.get("twin")
         if twin and (ds, setting, twin) not in seen:
             seen.add((ds, setting, twin))
-            for (eds, esetting, metric), e in entries.items():
-                base = entries.get((ds, twin, metric))
-                if eds == ds and esetting == setting and base is not None:
-                    s, d = paired(base.by_seed, e.by_seed)
-                    out.append(Comparison(ds, metric, twin, setting, base.paper, e.paper, s, d))
+            pairs += [(ds, metric, (twin, metric), (setting, metric)) for (eds, esetting, metric) in entries
+                      if eds == ds and esetting == setting and (ds, twin, metric) in entries]
     for without_metric, with_metric in manifest.get("compare") or []:
-        for (ds, setting, metric), base in entries.items():
-            e = entries.get((ds, setting, with_metric))
-            if metric == without_metric and e is not None:
-                s, d = paired(base.by_seed, e.by_seed)
-                out.append(Comparison(ds, f"{without_metric} → {with_metric}", setting, setting,
-                                      base.paper, e.paper, s, d))
+        pairs += [(ds, f"{without_metric} → {with_metric}", (setting, without_metric), (setting, with_metric))
+                  for (ds, setting, metric) in entries if metric == without_metric and (ds, setting, with_metric) in entries]
+    out = []
+    for ds, label, without, with_ in pairs:
+        base, e = entries[(ds, *without)], entries[(ds, *with_)]
+        seeds, diffs = paired(base.by_seed, e.by_seed)
+        paper, source = paper_direction(entries, likes, ds, without, with_)
+        out.append(Comparison(ds, label, without[0], with_[0], *paper, seeds, diffs, source))
     return out
+
+
+def paper_direction(entries: dict, likes: dict, ds: str, without: tuple, with_: tuple) -> tuple[tuple, str]:
+    """((paper's value without, with), the dataset it comes from) for a comparison of ``ds``'s
+    (setting, metric) ``without`` and ``with_``; ((None, None), "") when the paper has none."""
+    def values(dataset):
+        got = [entries.get((dataset, setting, likes.get(metric, metric))) for setting, metric in (without, with_)]
+        return tuple(None if g is None else g.paper for g in got)
+
+    own = values(ds)
+    if None not in own:
+        return own, ds
+    others = {d: values(d) for d in dict.fromkeys(k[0] for k in entries) if d != ds}
+    others = {d: v for d, v in others.items() if None not in v and v[1] != v[0]}
+    signs = {v[1] > v[0] for v in others.values()}
+    if len(signs) == 1:
+        d, v = next(iter(others.items()))
+        return v, d
+    return (None, None), ""
 
 
 def build_reports(folder: str | Path) -> list[TableReport]:

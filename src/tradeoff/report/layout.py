@@ -116,6 +116,8 @@ def comparison_rows(t: TableReport) -> list[list[str]]:
     for c in t.comparisons:
         paper = (f"{c.paper_without:.1f} → {c.paper_with:.1f}"
                  if c.paper_without is not None and c.paper_with is not None else "")
+        if paper and c.paper_source != c.dataset:
+            paper = f"{c.paper_source}: {paper}"
         ci = c.interval
         rows.append([c.dataset, c.metric, c.without, c.with_, paper,
                      "" if c.mean is None else f"{c.mean:+.1f}",
