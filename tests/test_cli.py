@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 import tradeoff.experiment
 from tradeoff.cli import main
+from tradeoff.metrics import TIMING_KEYS
 from tradeoff.runs import finished_runs
 
 TINY = ["data.dataset=digits", "data.train_subset=200", "data.test_subset=100", "train.epochs=1",
@@ -113,7 +114,7 @@ def test_an_interrupted_run_keeps_its_work_and_the_previous_one_until_resumed(tm
 
 
 def _without_timings(path):
-    return {k: v for k, v in json.loads(path.read_text()).items() if not k.endswith("_seconds")}
+    return {k: v for k, v in json.loads(path.read_text()).items() if k not in TIMING_KEYS}
 
 
 def test_same_spec_same_numbers(tmp_path):
