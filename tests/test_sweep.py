@@ -204,7 +204,7 @@ def test_every_paper_cell_has_a_config_cell():
     paper = {(r["table"], r["dataset"], r["setting"], r["metric"]) for r in paper_values()}
     names = grids.load_presets()["datasets"]
     produced = []
-    for tid in grids.table_ids():
+    for tid in grids.paper_table_ids():
         t = grids.load_table(tid)
         at_paper_preset = grids.expand(t, "paper", seeds=1, overrides=["model.from_scratch=true"])
         for ds in t.datasets:

@@ -71,6 +71,7 @@ class TableDef:
     cells: list
     metrics: list
     layout_rows: list
+    beyond: bool = False  # not one of the paper's tables: `tradeoff sweep all` leaves it out
     base: dict = field(default_factory=dict)
     by_dataset: dict = field(default_factory=dict)
     presets: dict = field(default_factory=dict)
@@ -79,7 +80,7 @@ class TableDef:
 
 
 _TABLE_KEYS = {"id", "table", "title", "datasets", "layout", "metrics", "base", "by_dataset", "cells", "presets",
-               "compare"}
+               "compare", "beyond"}
 _CELL_KEYS = {"setting", "slug", "set", "datasets", "by_dataset", "twin", "metrics"}
 
 
@@ -144,10 +145,11 @@ def parse_table(raw: dict, source: str = "") -> TableDef:
             raise TradeoffError(f"{where}: 'compare' entries are [without metric, with metric] pairs of the "
                                 f"table's metrics, not {pair!r}.")
     layout = raw.get("layout") or {}
-    return TableDef(compare=[list(p) for p in compare], id=str(raw["id"]), table=str(raw["table"]), title=str(raw.get("title", raw["table"])),
+    return TableDef(id=str(raw["id"]), table=str(raw["table"]), title=str(raw.get("title", raw["table"])),
                     datasets=list(raw.get("datasets") or []), cells=cells, metrics=table_metrics or [],
                     layout_rows=list(layout.get("rows") or []), base=raw.get("base") or {},
-                    by_dataset=raw.get("by_dataset") or {}, presets=raw.get("presets") or {}, source=source)
+                    by_dataset=raw.get("by_dataset") or {}, presets=raw.get("presets") or {}, source=source,
+                    compare=[list(p) for p in compare], beyond=bool(raw.get("beyond", False)))
 
 
 def _norm(name: str) -> str:
@@ -160,6 +162,11 @@ def _table_files() -> dict:
 
 def table_ids() -> list[str]:
     return list(_table_files())
+
+
+def paper_table_ids() -> list[str]:
+    """The paper's tables (what ``tradeoff sweep all`` runs): every table not marked ``beyond``."""
+    return [tid for tid, p in _table_files().items() if not read_yaml(p, "table file").get("beyond", False)]
 
 
 def load_table(name: str) -> TableDef:

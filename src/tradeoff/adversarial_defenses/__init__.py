@@ -5,7 +5,7 @@ options beside its code and registers itself."""
 from tradeoff.adversarial_defenses.base import (ATTACK_MODEL_MODES, OBJECTIVES, REGULARIZERS, Objective,
                                                 Regularized, adversarial_defense_label, make_objective,
                                                 model_mode)
-from tradeoff.adversarial_defenses import adversarial, ibp, regularizers  # noqa: F401  (registration)
+from tradeoff.adversarial_defenses import adversarial, ibp, mart, regularizers, trades  # noqa: F401  (registration)
 
 __all__ = ["ATTACK_MODEL_MODES", "OBJECTIVES", "REGULARIZERS", "Objective", "Regularized",
            "adversarial_defense_label", "make_objective", "model_mode"]

@@ -16,8 +16,8 @@ from tradeoff.sweep import done_digests, main_echo, status, sweep
 
 @command("sweep", "run every cell of a paper table not yet done (resumable; see `tradeoff sweep --list`)")
 def configure_sweep(p: argparse.ArgumentParser):
-    p.add_argument("tables", nargs="*", help="table ids (table1a ... table3c, supp1 ... supp5b), 'all', "
-                                             "or table YAML files")
+    p.add_argument("tables", nargs="*", help="table ids (table1a ... table3c, supp1 ... supp5b, beyond-*), 'all' "
+                                             "(the paper's tables, without beyond-*), or table YAML files")
     p.add_argument("--preset", default="cpu", help="budget preset: paper, cpu or smoke (default: cpu)")
     p.add_argument("--out", default="runs", help="folder for run folders, manifests and summary.csv (default: runs)")
     p.add_argument("--seeds", type=int, help="seeds per cell (default: the preset's)")
@@ -53,12 +53,13 @@ def configure_sweep(p: argparse.ArgumentParser):
         if args.list:
             for tid in grids.table_ids():
                 t = grids.load_table(tid)
-                print(f"{tid:10s} {t.table:28s} {len(t.cells):2d} cells  {', '.join(t.datasets)}  ({t.title})")
+                print(f"{tid:16s} {t.table:28s} {len(t.cells):2d} cells  {', '.join(t.datasets)}  ({t.title})"
+                      + ("  [beyond the paper: not in 'all']" if t.beyond else ""))
             print("presets: " + ", ".join(grids.preset_names()))
             return 0
         if not args.tables:
             raise TradeoffError("name a table to sweep (e.g. table1a), 'all', or use --list.")
-        tables = grids.table_ids() if args.tables == ["all"] else args.tables
+        tables = grids.paper_table_ids() if args.tables == ["all"] else args.tables
         if args.dry_run:
             done = done_digests(Path(args.out))
             for name in tables:
