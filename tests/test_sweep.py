@@ -277,3 +277,44 @@ def test_defence_tables_run_mnist_at_the_cpu_preset_only():
     restricted = [m for m in s5.metrics if m.datasets == ["mnist"]]
     assert [m.keys for m in restricted] == [["spectral_textbook_detection_rate"],
                                             ["spectral_textbook_backdoor_success_rate_after"]]
+
+
+@pytest.mark.parametrize("preset", ["paper", "cpu"])
+def test_mnist_cells_follow_the_original_mnist_scripts(preset):
+    """MNIST cells resolve to the facts of the original's MNIST scripts: Table 2(a)'s watermark is the
+    picture added at 0.3 over the whole image with adversarial training and robustness at eps 0.2,
+    step 0.04, 10 steps (mnist_exp_global_trigger_*.py, the 0.3 run that mnist_eval_global_trigger
+    .ipynb reports); Supplement 1's eps-0.15 row steps 0.05; Supplement 2's FGSM targets a random
+    wrong label in training and in the test. CIFAR-10's watermark stays 64/255 inside a 2 px border."""
+    def cells(table, ds, **kw):
+        return {c.slug: c.spec for c in grids.expand(grids.load_table(table), preset, datasets=[ds], seeds=1,
+                                                     **kw).cells}
+
+    t2a = cells("table2a", "mnist")
+    assert set(t2a) == {"watermark-standard", "watermark-adv-training"}
+    for spec in t2a.values():
+        t = spec.trigger
+        assert (t.kind, t.options.pattern, t.options.amplitude, t.options.border, t.options.pattern_file) == (
+            "watermark", "picture", 0.3, 0, None)
+        assert (spec.eval.attack.eps, spec.eval.attack.step_size, spec.eval.attack.steps) == (0.2, 0.04, 10)
+    a = t2a["watermark-adv-training"].adversarial_defense
+    assert (a.objective, a.attack.eps, a.attack.step_size, a.attack.steps) == ("pgd", 0.2, 0.04, 10)
+    assert t2a["watermark-standard"].adversarial_defense.objective == "none"
+
+    weaker = cells("table2a", "mnist", overrides=["trigger.amplitude=0.1"])["watermark-adv-training"].trigger
+    assert (weaker.options.pattern, weaker.options.amplitude) == ("picture", 0.1)
+
+    cifar = cells("table2a", "cifar10")["watermark-adv-training"]
+    assert (cifar.trigger.options.pattern, cifar.trigger.options.border) == (None, 2)
+    assert cifar.trigger.options.amplitude == pytest.approx(64 / 255)
+    assert cifar.adversarial_defense.attack.eps == pytest.approx(8 / 255)
+
+    small = cells("supp1", "mnist")["eps-small"]
+    for attack in (small.adversarial_defense.attack, small.eval.attack):
+        assert (attack.eps, attack.step_size, attack.steps) == (0.15, 0.05, 10)
+
+    for spec in cells("supp2", "mnist").values():
+        assert spec.adversarial_defense.attack.targeted and spec.eval.attack.targeted
+        assert (spec.eval.attack.eps, spec.eval.attack.step_size, spec.eval.attack.steps) == (0.3, 0.3, 1)
+    assert cells("supp2", "mnist")["fgsm-training"].adversarial_defense.objective == "fgsm"
+    assert not cells("supp2", "cifar10")["fgsm-training"].adversarial_defense.attack.targeted

@@ -86,6 +86,60 @@ def test_watermark_from_a_user_pattern_file(tmp_path):
     assert torch.equal(out, expected)
 
 
+def test_picture_pattern_is_a_fixed_smooth_bright_shape_on_dark():
+    """MNIST's watermark stand-in (trigger.pattern: picture): a (C, 28, 28) grey picture in [0, 1],
+    the same on every call and every channel; bright (1 at its brightest, a third of the image
+    above 0.5) inside, dark (under 0.05) along a 2-pixel frame; smooth: neighbouring pixels differ by
+    at most 0.35 (a 0/1 random pattern's neighbours differ by 1 about half the time)."""
+    from tradeoff.triggers.watermark import WATERMARK_PATTERNS, random_pattern
+
+    make = WATERMARK_PATTERNS.get("picture")
+    p = make((3, 28, 28), 0)
+    assert p.shape == (3, 28, 28) and p.dtype == torch.float32
+    assert torch.equal(p, make((3, 28, 28), 7))  # deterministic; the seed plays no part
+    assert torch.equal(p[0], p[1]) and torch.equal(p[0], p[2])
+    assert p.min() >= 0 and p.max() <= 1 and p.max() > 0.95
+    frame = torch.ones(28, 28, dtype=torch.bool)
+    frame[2:26, 2:26] = False
+    assert p[0][frame].max() < 0.05
+    assert 0.2 < (p[0] > 0.5).float().mean() < 0.5
+    assert p[0, 12:18, 10:18].min() > 0.7  # the middle is bright
+    steps = torch.cat([(p[0, 1:] - p[0, :-1]).abs().flatten(), (p[0, :, 1:] - p[0, :, :-1]).abs().flatten()])
+    assert steps.max() <= 0.35
+    noisy = random_pattern((1, 28, 28), 0)[0]
+    assert (noisy[1:] - noisy[:-1]).abs().mean() > 0.4
+
+
+def test_mnist_picture_watermark_is_added_over_the_whole_image():
+    """trigger {watermark, pattern: picture, amplitude: 0.3, border: 0} (MNIST's Table 2(a) trigger)
+    stamps x' = clip(x + 0.3 * P) everywhere, P the generated picture; a user's file replaces it."""
+    from tradeoff.triggers.watermark import picture_pattern
+
+    spec = section("trigger", kind="watermark", pattern="picture", amplitude=0.3, border=0)
+    x = torch.rand(4, 1, 28, 28)
+    out = make_trigger(spec, (1, 28, 28)).apply(x)
+    assert torch.allclose(out, (x + 0.3 * picture_pattern((1, 28, 28))).clamp(0, 1))
+
+
+def test_a_pattern_file_replaces_the_generated_picture(tmp_path):
+    p = np.zeros((28, 28), dtype=np.float32)
+    p[10, 12] = 1
+    np.save(tmp_path / "apple.npy", p)
+    spec = section("trigger", kind="watermark", pattern="picture", amplitude=0.2, border=0,
+                   pattern_file=str(tmp_path / "apple.npy"))
+    out = make_trigger(spec, (1, 28, 28)).apply(torch.zeros(1, 1, 28, 28))
+    expected = torch.zeros(1, 1, 28, 28)
+    expected[0, 0, 10, 12] = 0.2
+    assert torch.allclose(out, expected)
+
+
+def test_an_unknown_watermark_pattern_is_a_clear_error():
+    from tradeoff.config import load_spec
+
+    with pytest.raises(TradeoffError, match="pattern"):
+        load_spec(None, ["trigger.kind=watermark", "trigger.pattern=apple"])
+
+
 def test_channel_trigger_zeroes_only_the_blue_channel_in_the_patch():
     x = torch.full((2, 3, 10, 10), 0.7)
     out = make_trigger(section("trigger", kind="channel", size=3, channel=2), (3, 10, 10)).apply(x)

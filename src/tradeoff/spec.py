@@ -130,8 +130,9 @@ class EvalSpec:
     certified_eps: Optional[float] = option(None, doc="IBP-certified robustness at this eps", min=0)
 
 
-# Fields added after 0.2.0 whose unset value (None) changes nothing: left out of the digest then.
-ADDED_LATER = (("model", "from_scratch"), ("data", "holdout_per_class"))
+# Fields added after 0.2.0 whose unset value (None) changes nothing: left out of the digest then
+# (a kinded section's option only where the section's kind has it: the watermark's ``pattern``).
+ADDED_LATER = (("model", "from_scratch"), ("data", "holdout_per_class"), ("trigger", "pattern"))
 
 
 @dataclass
@@ -172,7 +173,7 @@ class Spec:
         d.pop("name")
         d.pop("snapshots")
         for section, key in ADDED_LATER:  # at their defaults they leave earlier cells' digests as they were
-            if d[section][key] is None:
+            if key in d[section] and d[section][key] is None:
                 d[section].pop(key)
         d["data"].pop("root")
         d["data"].pop("workers", None)

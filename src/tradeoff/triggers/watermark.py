@@ -1,5 +1,16 @@
 """The watermark (the paper's global trigger): a fixed pattern P in [0, 1] over the image but a
-border, *added* with an amplitude and clipped: x' = clip(x + amplitude * P). Not alpha blending."""
+border, *added* with an amplitude and clipped: x' = clip(x + amplitude * P). Not alpha blending.
+
+Where P comes from: a user's file (``pattern_file``), else a generated pattern by name
+(``pattern``, ``tradeoff``'s :data:`WATERMARK_PATTERNS`):
+
+- ``random`` (also what an unset ``pattern`` means): a coloured pattern of 0/1 values fixed by
+  ``pattern_seed``, standing in for CIFAR-10's watermark (64/255 inside a 2-pixel border).
+- ``picture``: a smooth bright shape on a dark ground (grey values in [0, 1], no randomness),
+  standing in for MNIST's watermark, a picture (an apple) resized to 28x28 and added at amplitude
+  0.1, 0.2 or 0.3 with no border. The original pictures are not redistributable; a user's own
+  picture goes in ``pattern_file``.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +23,44 @@ import torch
 import torch.nn.functional as F
 
 from tradeoff.errors import TradeoffError
+from tradeoff.registry import Registry
 from tradeoff.spec import option
 from tradeoff.triggers.base import TRIGGERS, Trigger
+
+WATERMARK_PATTERNS: Registry = Registry("watermark pattern", listed=False)
+
+
+@WATERMARK_PATTERNS.register("random", description="coloured 0/1 values fixed by pattern_seed (CIFAR-10's stand-in)")
+def random_pattern(shape: tuple, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(tuple(shape), generator=g) < 0.5).float()
+
+
+@WATERMARK_PATTERNS.register("picture", description="a smooth bright shape on dark, no randomness (MNIST's stand-in)")
+def picture_pattern(shape: tuple, seed: int = 0) -> torch.Tensor:
+    """A smooth, apple-like grey shape: two overlapping soft-edged lobes with a lit highlight and a
+    short stem, bright (up to 1) on a dark ground (0 near the edges). Drawn on a 28x28 grid scaled
+    to ``shape`` (C, H, W), the same grey on every channel; ``seed`` is ignored."""
+    c, h, w = shape
+    y = (torch.arange(h, dtype=torch.float64) + 0.5) * 28.0 / h
+    x = (torch.arange(w, dtype=torch.float64) + 0.5) * 28.0 / w
+    yy, xx = torch.meshgrid(y, x, indexing="ij")
+    lobes = [(14.5, 11.0, 6.5), (14.5, 17.0, 6.5), (18.0, 14.0, 5.0)]  # (row, col, radius)
+    edge = torch.stack([((yy - r) ** 2 + (xx - q) ** 2).sqrt() - rad for r, q, rad in lobes]).min(0).values
+    body = torch.sigmoid(-edge / 0.8)  # 1 inside, 0 outside, a soft edge about 2 px wide
+    light = 0.7 + 0.3 * torch.exp(-((yy - 12.5) ** 2 + (xx - 11.5) ** 2) / (2 * 4.0 ** 2))
+    stem = torch.sigmoid(-((xx - 14.5).abs() - 1.0) / 0.6) * torch.sigmoid(-((yy - 6.5).abs() - 2.5) / 0.6)
+    grey = torch.maximum(body * light, 0.8 * stem).clamp(0, 1).float()
+    return grey.expand(c, h, w).contiguous()
 
 
 @dataclass
 class WatermarkOptions:
     amplitude: float = option(64 / 255, doc="x' = clip(x + amplitude * P)", min=0, max=1)
-    pattern_file: Optional[str] = option(None, doc=".npy or image file; else a seeded pattern")
-    pattern_seed: int = option(0, doc="seed of the generated pattern")
+    pattern: Optional[str] = option(None, doc="generated P by name (random, picture); unset: random",
+                                    choices="watermark pattern")
+    pattern_file: Optional[str] = option(None, doc=".npy or image file used as P (replaces the generated one)")
+    pattern_seed: int = option(0, doc="seed of the random pattern")
     border: int = option(2, doc="untouched border width in pixels", min=0)
 
 
@@ -49,9 +89,8 @@ class Watermark(Trigger):
         if self.options.pattern_file:
             self._base = load_pattern_file(Path(self.options.pattern_file), (c, h, w))
         else:
-            # A coloured pattern of mostly 0/1 values, fixed by its seed.
-            g = torch.Generator().manual_seed(self.options.pattern_seed)
-            self._base = (torch.rand((c, h, w), generator=g) < 0.5).float()
+            make = WATERMARK_PATTERNS.get(self.options.pattern or "random", where="trigger.pattern")
+            self._base = make((c, h, w), self.options.pattern_seed)
         return self._base
 
 
