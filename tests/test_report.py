@@ -207,3 +207,29 @@ def test_a_pair_without_paper_values_takes_the_papers_direction_elsewhere():
     assert (by_metric[det].paper_source, by_metric[det].paper_difference) == ("CIFAR10", 8.7 - 81.6)
     assert by_metric[det].verdict == "reproduced"  # -75.7 points, interval well below 0
     assert by_metric[textbook].paper_source == "CIFAR10" and by_metric[textbook].verdict == "opposite"
+
+
+def test_phase_diagram_heatmap_and_the_smallest_significant_eps(tmp_path):
+    """The phase table's report: a heatmap PNG of the backdoor success rate difference (adversarial
+    minus standard) and, per sticker size, the smallest eps whose 3-seed interval excludes 0
+    (size 1: the 0.25x differences +1, -1, +3 include 0, the 0.5x ones +30, +32, +31 do not)."""
+    out = tmp_path / "sweep"
+    grid = grids.expand(grids.load_table("phase"), "smoke", seeds=3, datasets=["mnist"])
+    asr = {"size1-standard": [0.10, 0.12, 0.08], "size1-eps025x": [0.11, 0.11, 0.11],
+           "size1-eps05x": [0.40, 0.44, 0.39], "size2-standard": [0.1, 0.1, 0.1], "size2-eps025x": [0.1, 0.1, 0.1]}
+    for c in grid.cells:
+        if c.slug in asr:
+            run = out / c.run_name
+            run.mkdir(parents=True)
+            (run / "spec.yaml").write_text(c.spec.to_yaml())
+            (run / "metrics.json").write_text(json.dumps({
+                "accuracy": 0.9, "adversarial_robustness": 0.5, "backdoor_success_rate": asr[c.slug][c.seed],
+                "spec_digest": c.digest}))
+    write_manifest(out, grid, {}, {})
+    assert main(["report", str(out)]) == 0
+    assert (out / "heatmap-phase-smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "report.md").read_text()
+    assert "![phase diagram](heatmap-phase-smoke.png)" in md
+    assert "- MNIST, Trigger Size=1 x 1: significant from Eps=0.5x on (+31.0 points, [+28.5, +33.5])." in md
+    assert "- MNIST, Trigger Size=2 x 2: the difference is significant at no eps." in md
+    assert "phase" not in grids.paper_table_ids()  # a table beyond the paper: not in `tradeoff sweep all`

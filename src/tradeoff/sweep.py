@@ -107,7 +107,8 @@ def write_manifest(out: Path, grid: Grid, availability: dict, failed: dict) -> P
     swept = {c["dataset"] for c in cells if not c.get("skipped")}
     skipped.update({ds: why for ds, why in old.get("skipped", {}).items() if ds not in swept and ds not in skipped})
     data = {"table": t.id, "paper_table": t.table, "title": t.title, "preset": grid.preset,
-            "datasets": t.datasets, "layout_rows": t.layout_rows, "compare": t.compare, "skipped": skipped,
+            "datasets": t.datasets, "layout_rows": t.layout_rows, "compare": t.compare, "heatmap": t.heatmap,
+            "skipped": skipped,
             "cells": cells}
     write_text_atomic(path, json.dumps(data, indent=1) + "\n")
     return path

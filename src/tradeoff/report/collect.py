@@ -82,6 +82,7 @@ class TableReport:
     attacks: dict = field(default_factory=dict)
     comparisons: list = field(default_factory=list)  # Comparison: the with/without pairs the paper compares
     costs: list = field(default_factory=list)  # CellCost per cell with finished runs
+    heatmap: dict = field(default_factory=dict)  # {rows, columns, metric}: a phase diagram of the comparisons
 
     @property
     def total_seconds(self) -> float:
@@ -266,7 +267,8 @@ def collect(manifest: dict, runs: dict, paper: list[dict]) -> TableReport:
     seeds = sorted({len(e.values) for e in entries.values() if e.values})
     return TableReport(manifest["table"], manifest["paper_table"], manifest.get("title", ""), manifest["preset"],
                        manifest.get("layout_rows") or [], entries, pairs, notes, seeds, attacks,
-                       comparisons(manifest, entries), [cell_cost(key, ms) for key, ms in timed.items()])
+                       comparisons(manifest, entries), [cell_cost(key, ms) for key, ms in timed.items()],
+                       manifest.get("heatmap") or {})
 
 
 @dataclass

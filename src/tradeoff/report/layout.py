@@ -110,6 +110,46 @@ def cost_line(t: TableReport) -> str:
             "backdoor defences, as measured by each run; a run shared with another table counts in both).")
 
 
+def heatmap_grid(t: TableReport) -> dict:
+    """dataset -> (row values, column values, {(row, column): Comparison}) of the table's heatmap:
+    the comparisons of its metric, placed by the setting keys it names (in the table's order)."""
+    if not t.heatmap:
+        return {}
+    grid: dict = {}
+    for c in t.comparisons:
+        if c.metric != t.heatmap["metric"]:
+            continue
+        parts = dict(split_setting(c.with_))
+        row, col = parts.get(t.heatmap["rows"]), parts.get(t.heatmap["columns"])
+        if row is None or col is None:
+            continue
+        rows, cols, cells = grid.setdefault(c.dataset, ([], [], {}))
+        rows += [row] if row not in rows else []
+        cols += [col] if col not in cols else []
+        cells[(row, col)] = c
+    return grid
+
+
+def significance_lines(t: TableReport) -> list[str]:
+    """Per dataset and heatmap column: the first row (the smallest eps, in the table's order) whose
+    difference is significant (its 95% interval excludes 0)."""
+    lines = []
+    rows_key, cols_key = (t.heatmap.get(k) for k in ("rows", "columns"))
+    for ds, (rows, cols, cells) in heatmap_grid(t).items():
+        for col in cols:
+            first = next((r for r in rows if (r, col) in cells and cells[(r, col)].interval is not None
+                          and cells[(r, col)].interval.excludes_zero()), None)
+            if first is None:
+                judged = [cells[(r, col)] for r in rows if (r, col) in cells and cells[(r, col)].interval is not None]
+                why = "at no eps" if judged else "undecided: fewer than 2 seeds finished both cells"
+                lines.append(f"{ds}, {cols_key}={col}: the difference is significant {why}.")
+            else:
+                c = cells[(first, col)]
+                lines.append(f"{ds}, {cols_key}={col}: significant from {rows_key}={first} on "
+                             f"({c.mean:+.1f} points, [{c.interval.low:+.1f}, {c.interval.high:+.1f}]).")
+    return lines
+
+
 def comparison_rows(t: TableReport) -> list[list[str]]:
     """One row per with/without pair, in the order of :data:`COMPARISON_HEADERS`."""
     rows = []

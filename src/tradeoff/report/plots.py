@@ -1,5 +1,6 @@
-"""The trade-off plots (PNG): adversarial robustness against backdoor success rate, each standard
-cell joined to its adversarially trained twin."""
+"""The report's figures (PNG): the trade-off plot (adversarial robustness against backdoor success
+rate, each standard cell joined to its adversarially trained twin) and the phase diagram (a
+heatmap of a metric's paired difference over two setting keys)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from tradeoff.report.collect import TableReport
+from tradeoff.report.layout import heatmap_grid
 from tradeoff.report.paper import split_setting
 
 
@@ -49,6 +51,45 @@ def plot_tradeoff(t: TableReport, path: Path) -> Optional[Path]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(f"{t.paper_table}: standard → adversarially trained (preset {t.preset})")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_heatmap(t: TableReport, path: Path) -> Optional[Path]:
+    """The table's heatmap: the paired difference (with minus without, mean over seeds) of its
+    metric, one panel per dataset, each square annotated with the mean and its 95% interval."""
+    grid = heatmap_grid(t)
+    if not any(c.differences for _, _, cells in grid.values() for c in cells.values()):
+        return None
+    import matplotlib  # heavy and optional until a table has something to draw
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(grid), figsize=(1.6 * max(len(g[1]) for g in grid.values()) * len(grid) + 2, 4.5),
+                             squeeze=False)
+    for ax, (ds, (rows, cols, cells)) in zip(axes[0], grid.items()):
+        means = np.full((len(rows), len(cols)), np.nan)
+        for (r, c), comp in cells.items():
+            if comp.mean is not None:
+                means[rows.index(r), cols.index(c)] = comp.mean
+        image = ax.imshow(means, cmap="RdBu_r", vmin=-100, vmax=100, aspect="auto")
+        for (r, c), comp in cells.items():
+            ci = comp.interval
+            text = "" if comp.mean is None else f"{comp.mean:+.0f}"
+            text += f"\n[{ci.low:+.0f}, {ci.high:+.0f}]" if ci is not None else ("\n1 seed" if comp.mean is not None else "")
+            ax.text(cols.index(c), rows.index(r), text, ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(len(cols)), cols)
+        ax.set_yticks(range(len(rows)), rows)
+        ax.set_xlabel(t.heatmap["columns"])
+        ax.set_ylabel(t.heatmap["rows"])
+        ax.set_title(ds)
+        fig.colorbar(image, ax=ax, label=f"{t.heatmap['metric']}: with − without (points)")
+    fig.suptitle(f"{t.paper_table} (preset {t.preset})")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
