@@ -50,12 +50,7 @@ def plot_tradeoff(t: TableReport, path: Path) -> Optional[Path]:
         ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-    fig.suptitle(f"{t.paper_table}: standard → adversarially trained (preset {t.preset})")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, f"{t.paper_table}: standard → adversarially trained (preset {t.preset})")
 
 
 def plot_heatmap(t: TableReport, path: Path) -> Optional[Path]:
@@ -89,7 +84,13 @@ def plot_heatmap(t: TableReport, path: Path) -> Optional[Path]:
         ax.set_ylabel(t.heatmap["rows"])
         ax.set_title(ds)
         fig.colorbar(image, ax=ax, label=f"{t.heatmap['metric']}: with − without (points)")
-    fig.suptitle(f"{t.paper_table} (preset {t.preset})")
+    return _save(fig, path, f"{t.paper_table} (preset {t.preset})")
+
+
+def _save(fig, path: Path, title: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
