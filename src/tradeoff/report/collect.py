@@ -46,7 +46,11 @@ class Entry:
 
     @property
     def interval(self) -> Optional[Interval]:
-        return interval(self.values)
+        """The 95% interval of the mean over seeds; a percentage's is cut to [0, 100]."""
+        ci = interval(self.values)
+        if ci is not None and self.percent:
+            ci = dataclasses.replace(ci, low=max(ci.low, 0.0), high=min(ci.high, 100.0))
+        return ci
 
     @property
     def mean(self) -> Optional[float]:
