@@ -43,7 +43,7 @@ def _fake_sweep(out, extra=None):
 def test_report_layout_and_numbers(tmp_path, capsys):
     """Table 2(b) in the paper's layout (rows: defence; columns: dataset, trigger size, metric),
     our mean ± sample std [95% t interval] over seeds beside the paper's value, checked against hand
-    computations (10% and 20% -> 15.0 ± 7.1, half-width t(0.975, 1) x 7.07 / sqrt(2) = 63.5;
+    computations (10% and 20% -> 15.0 ± 7.1, half-width t(0.975, 1) x 7.07 / sqrt(2) = 63.5, cut to [0, 100];
     50% and 70% -> 60.0 ± 14.1); the standard/adversarial pair's paired difference (+40, +50 ->
     +45.0, interval [-18.5, +108.5]) is inconclusive; missing, failed and skipped cells are marked;
     CSV, self-contained HTML and a PNG plot are written."""
@@ -67,8 +67,9 @@ def test_report_layout_and_numbers(tmp_path, capsys):
     sd_adv = math.sqrt(((50 - 60) ** 2 + (70 - 60) ** 2) / 1)
     t_975_1 = 12.7062047  # Student's t quantile, 1 degree of freedom (printed tables)
     half, half_adv = t_975_1 * sd2 / math.sqrt(2), t_975_1 * sd_adv / math.sqrt(2)
-    assert rows["None"][0] == f"15.0 ± {sd2:.1f} [{15 - half:.1f}, {15 + half:.1f}] (15.0)"
-    assert rows["Adv. Training"][0] == f"60.0 ± {sd_adv:.1f} [{60 - half_adv:.1f}, {60 + half_adv:.1f}] (62.5)"
+    # a percentage's interval is cut to [0, 100]
+    assert rows["None"][0] == f"15.0 ± {sd2:.1f} [0.0, {15 + half:.1f}] (15.0)"
+    assert rows["Adv. Training"][0] == f"60.0 ± {sd_adv:.1f} [0.0, 100.0] (62.5)"
     assert rows["None"][1] == "5.0 (12.2)"  # one of two seeds done: no spread
     assert rows["Adv. Training"][1] == "error (57.0)"
     assert rows["None"][2] == "– (47.1)"  # CIFAR-10 not swept
@@ -86,7 +87,7 @@ def test_report_layout_and_numbers(tmp_path, capsys):
     assert (row["table"], row["metric"], float(row["paper"])) == ("Table 2 (b)", "Backdoor Success rate", 15.0)
     assert float(row["ours_mean"]) == 15.0 and abs(float(row["ours_std"]) - sd2) < 1e-3 and row["n_seeds"] == "2"
     assert len(table) == 12  # the paper's 12 cells of Table 2(b), nothing else
-    assert abs(float(row["ci_low"]) - (15 - half)) < 1e-3 and row["ci_method"] == "t"
+    assert float(row["ci_low"]) == 0.0 and abs(float(row["ci_high"]) - (15 + half)) < 1e-3 and row["ci_method"] == "t"
     pair = next(r for r in rows_csv if r["kind"] == "pair" and r["n_seeds"] == "2")
     assert (float(pair["ours_mean"]), pair["verdict"]) == (45.0, "inconclusive")
     assert [r["verdict"] for r in rows_csv if r["kind"] == "summary"] == [
