@@ -16,6 +16,7 @@ from typing import Optional
 import yaml
 
 from tradeoff.attacks import describe
+from tradeoff.curves import CURVE_FILE, read_curve
 from tradeoff.errors import TradeoffError
 from tradeoff.grids import load_presets
 from tradeoff.report.paper import paper_values
@@ -68,6 +69,11 @@ class Pair:
     adversarial: str
     ours: dict = field(default_factory=dict)  # role -> (mean ASR, mean robustness) in percent
     paper: dict = field(default_factory=dict)
+    curves: dict = field(default_factory=dict)  # role -> [learning curve of each converged seed with one]
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset}: {self.standard} → {self.adversarial}"
 
 
 @dataclass
@@ -102,6 +108,7 @@ class TableReport:
 
 
 EVAL_ATTACK = "eval_attack"  # the run record's key for the evaluation attack's one-line name
+CURVE = "learning_curve"  # the run record's key for its curve.csv points (None without one)
 _ATTACK_FIELDS = {f.name for f in dataclasses.fields(AttackSpec)}
 
 
@@ -132,7 +139,8 @@ def _index_runs(out: Path) -> dict:
         except (OSError, ValueError):
             continue
         digest = metrics.get("spec_digest") or run.name.rsplit("-", 1)[-1]
-        index.setdefault(digest, []).append({**metrics, "run": run.name, EVAL_ATTACK: eval_attack(run)})
+        curve = read_curve(run / CURVE_FILE) if (run / CURVE_FILE).is_file() else None
+        index.setdefault(digest, []).append({**metrics, "run": run.name, EVAL_ATTACK: eval_attack(run), CURVE: curve})
     return index
 
 
@@ -182,6 +190,9 @@ def _pairs(manifest: dict, per_cell: dict, entries: dict) -> list[Pair]:
             rob = [v for v in (_number(m.get(ROBUSTNESS_KEY)) for m in ms) if v is not None]
             if asr:
                 p.ours[role] = (100 * statistics.fmean(asr), 100 * statistics.fmean(rob) if rob else None)
+            curves = [m[CURVE] for m in ms if m.get(CURVE)]
+            if curves:
+                p.curves[role] = curves
             pa = entries.get((p.dataset, setting, "Backdoor Success rate"))
             pr = entries.get((p.dataset, setting, "Adv. Robustness"))
             if pa is not None and pa.paper is not None:

@@ -55,9 +55,11 @@ def _simple_table(title: str, headers: list, rows: list) -> str:
     return f"<table><caption>{html.escape(title)}</caption><tr>{head}</tr>{trs}</table>"
 
 
-def html_page(tables: list[TableReport], plots: dict, heatmaps: dict | None = None) -> str:
-    """The whole page; ``plots`` and ``heatmaps`` map a table's key to its PNG (embedded)."""
-    heatmaps = heatmaps or {}
+def html_page(tables: list[TableReport], plots: dict, heatmaps: dict | None = None,
+              curves: dict | None = None) -> str:
+    """The whole page; ``plots`` and ``heatmaps`` map a table's key to its PNG (embedded),
+    ``curves`` to its learning-curve figures, (pair, PNG) each."""
+    heatmaps, curves = heatmaps or {}, curves or {}
     body = ["<h1>Reproduction report</h1>",
             "<p>Each table in the paper's layout; every cell shows our value and, in grey parentheses, "
             "the paper's.</p>"]
@@ -81,6 +83,10 @@ def html_page(tables: list[TableReport], plots: dict, heatmaps: dict | None = No
                 body.append(f'<img alt="{alt}" src="data:image/png;base64,{data}">')
         if t.key in heatmaps:
             body.append("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in significance_lines(t)) + "</ul>")
+        for pair, png in curves.get(t.key, []):
+            data = base64.b64encode(png.read_bytes()).decode()
+            body.append(f"<p>Learning curves, {html.escape(pair.label)}:</p>"
+                        f'<img alt="learning curves" src="data:image/png;base64,{data}">')
         if t.notes:
             body.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in t.notes) + "</ul>")
     return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>tradeoff report</title>"

@@ -3,6 +3,7 @@ formatting (intervals and collapse marks included), the caption and the with/wit
 
 from __future__ import annotations
 
+import statistics
 from typing import Optional
 
 from tradeoff.report.collect import Entry, TableReport
@@ -11,6 +12,16 @@ from tradeoff.stats import BOOTSTRAP_FROM
 
 COMPARISON_HEADERS = ["dataset", "metric", "without", "with", "paper: without → with", "ours: with − without",
                       "95% interval", "seeds", "verdict"]
+
+
+def curve_band(curves: list, metric: str) -> tuple[list, list, list]:
+    """(steps, mean, sample std) in percent of ``metric`` over several seeds' learning curves, at
+    the steps every one of them measured; the std is None for a single curve."""
+    steps = sorted(set.intersection(*({p["step"] for p in c if p.get(metric) is not None} for c in curves)))
+    at = [{p["step"]: 100 * p[metric] for p in c if p.get(metric) is not None} for c in curves]
+    means = [statistics.fmean(a[s] for a in at) for s in steps]
+    stds = [statistics.stdev(a[s] for a in at) if len(at) > 1 else None for s in steps]
+    return steps, means, stds
 
 
 def fmt_number(value: Optional[float], percent: bool = True) -> str:
