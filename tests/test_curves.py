@@ -114,6 +114,7 @@ def test_a_run_killed_after_a_point_past_its_snapshot_resumes_to_the_same_curve(
     """Snapshots every 4 steps, points every 5: killed right after the point at step 15 (whose
     newest snapshot is step 12), the resumed run drops that point, measures it again and ends
     with the uninterrupted run's curve.csv, byte for byte, and the same TensorBoard scalars."""
+    pytest.importorskip("tensorboard")
     spec = tmp_path / "s.yaml"
     spec.write_text(json.dumps({**with_eval(every_steps=5), "snapshots": {"every_steps": 4, "keep": 3}}))
     finish("run", str(spec), "--out", str(tmp_path / "reference"), "--quiet")
