@@ -32,7 +32,7 @@ class PoisonPlan:
     corners: torch.Tensor  # (P,) corner index of each poisoned image's trigger
     labels: torch.Tensor  # (N,) training labels after poisoning
     mask: torch.Tensor  # (N,) bool, True where poisoned
-    images: Optional[torch.Tensor] = None  # (P, C, H, W) the chosen images before stamping, where the method changed them
+    images: Optional[torch.Tensor] = None  # (P, C, H, W) the chosen images before stamping, if the method changed them
 
 
 @dataclass
