@@ -15,6 +15,7 @@ from tradeoff.adversarial_defenses import adversarial_defense_label, make_object
 from tradeoff.backdoor_defenses import metric_prefix, try_backdoor_defense
 from tradeoff.data import load_data
 from tradeoff.config import differing_fields, read_yaml, spec_from_dict
+from tradeoff.curves import CURVE_FILE, LearningCurve, TensorBoardSink, curve_subset
 from tradeoff.device import pick_device, seed_everything
 from tradeoff.errors import TradeoffError
 from tradeoff.handoff import PoisonedData, TrainedRun
@@ -44,23 +45,39 @@ def prepare(spec: Spec, device: torch.device, log=lambda message: None,
                         shape=bundle.shape, streamed=bundle.streamed, holdout=bundle.holdout)
 
 
+def learning_curve(spec: Spec, data: PoisonedData, device, ctx, folder: RunFolder | None,
+                   board: Path | None) -> LearningCurve:
+    """The run's learning curve on its fixed test subset, written to ``curve.csv`` in the run
+    folder and streamed to TensorBoard (``board``) as its points come."""
+    sinks = []
+    if folder is not None:
+        sinks.append(lambda curve, new: folder.write_text(CURVE_FILE, curve.csv_text()))
+    if board is not None and ctx.is_main:
+        sinks.append(TensorBoardSink(board))
+    return LearningCurve(curve_subset(data.test, spec.eval, spec.seed), data.trigger, data.target, spec.eval, device,
+                         spec.seed, spec.train.precision, ctx, sinks)
+
+
 def run_experiment(spec: Spec, out_dir: str | Path | None = None, show_progress: bool = True,
                    echo: bool = False, run_name: str | None = None, resume: bool = False,
-                   restart: bool = False) -> TrainedRun:
+                   restart: bool = False, tensorboard: str | Path | None = None) -> TrainedRun:
     """Run ``spec``; with ``out_dir``, record it in ``out_dir/<run_name or spec.name>/``, writing
     snapshots there as ``spec.snapshots`` says. ``resume`` continues that folder if it is
     unfinished (from its newest good snapshot); ``restart`` starts an unfinished one over.
-    SIGTERM, SIGUSR1 or SIGUSR2 during training write a snapshot and raise :class:`Preempted`."""
+    SIGTERM, SIGUSR1 or SIGUSR2 during training write a snapshot and raise :class:`Preempted`.
+    ``tensorboard``: a folder where the learning curve (``eval.every_steps``) is streamed to the
+    TensorBoard run ``<run_name or spec.name>``."""
     spec = resolve(spec)
     ctx, _ = distributed.setup(pick_device(spec.train.device))
     run_dir = Path(out_dir) / (run_name or spec.name) if out_dir is not None else None
+    board = Path(tensorboard) / (run_name or spec.name) if tensorboard is not None else None
     if not ctx.is_main:  # data-parallel run: only rank 0 shows progress and writes the run folder
         with StopRequests() as stop:
             return _shared(_run(spec, None, False, False, stop, run_dir), ctx)
     if run_dir is None:
-        return _shared(_run(spec, None, show_progress, echo), ctx)
+        return _shared(_run(spec, None, show_progress, echo, board=board), ctx)
     with RunFolder(run_dir, resume, restart) as folder, StopRequests() as stop:
-        run = _run(spec, folder, show_progress, echo, stop, run_dir)
+        run = _run(spec, folder, show_progress, echo, stop, run_dir, board)
         run.run_dir = folder.path
     write_summary(Path(out_dir))
     return _shared(run, ctx)
@@ -96,9 +113,10 @@ def check_same_spec(folder: RunFolder, spec: Spec) -> None:
 
 
 def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool,
-         stop: StopRequests | None = None, run_dir: Path | None = None) -> TrainedRun:
+         stop: StopRequests | None = None, run_dir: Path | None = None, board: Path | None = None) -> TrainedRun:
     """The pipeline. ``folder``: the run folder rank 0 writes; ``run_dir``: its path, where every
-    rank of a data-parallel run reads the snapshot to resume from and takes part in writing them."""
+    rank of a data-parallel run reads the snapshot to resume from and takes part in writing them;
+    ``board``: the TensorBoard run (rank 0) the learning curve is streamed to."""
     def log(message: str) -> None:
         if folder is not None:
             folder.log(message)
@@ -143,9 +161,17 @@ def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool,
     if run_dir is not None:
         snapshotter = Snapshotter(run_dir, spec.snapshots, spec.digest(), log,
                                   stop_requested=lambda: stop is not None and stop.requested, ctx=ctx)
-    result = train_model(model, batches, make_objective(spec), spec.train, device, log, show_progress, ctx=ctx,
-                         snapshotter=snapshotter, resume=resume)
-    log(f"trained {result.steps} steps in {result.seconds:.1f} s")
+    if board is not None and not spec.eval.every_steps:
+        warn("--tensorboard streams the learning curve, and this run measures none (eval.every_steps is 0)")
+    curve = learning_curve(spec, data, device, ctx, folder, board) if spec.eval.every_steps else None
+    try:
+        result = train_model(model, batches, make_objective(spec), spec.train, device, log, show_progress, ctx=ctx,
+                             snapshotter=snapshotter, resume=resume, curve=curve)
+    finally:
+        if curve is not None:
+            curve.close()
+    log(f"trained {result.steps} steps in {result.seconds:.1f} s"
+        + (f" (and {result.curve_seconds:.1f} s measuring {len(curve.points)} learning-curve points)" if curve else ""))
     if folder is not None:
         folder.save_tensors("model.safetensors", model.state_dict())
         folder.mark("evaluation")
@@ -179,6 +205,7 @@ def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool,
         "train_seconds": round(result.seconds, 2),
         "train_images_per_second": round(result.steps * spec.train.batch_size / max(result.seconds, 1e-9), 1),
         "eval_seconds": round(eval_seconds, 2),
+        **({"curve_seconds": round(result.curve_seconds, 2)} if curve is not None else {}),
         "spec_digest": spec.digest(),
     }
     run = TrainedRun(spec, model, record, data, device)

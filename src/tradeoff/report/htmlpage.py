@@ -9,7 +9,8 @@ from typing import Optional
 
 from tradeoff.report.collect import Entry, TableReport
 from tradeoff.report.layout import (COMPARISON_HEADERS, COST_HEADERS, caption, collapse_mark, comparison_rows,
-                                     cost_line, cost_rows, fmt_number, fmt_spread, fmt_status, grid_layout)
+                                     cost_line, cost_rows, fmt_number, fmt_spread, fmt_status, grid_layout,
+                                     significance_lines)
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #bbb;padding:3px 8px}
@@ -54,8 +55,11 @@ def _simple_table(title: str, headers: list, rows: list) -> str:
     return f"<table><caption>{html.escape(title)}</caption><tr>{head}</tr>{trs}</table>"
 
 
-def html_page(tables: list[TableReport], plots: dict) -> str:
-    """The whole page; ``plots`` maps a table's key to its PNG (embedded)."""
+def html_page(tables: list[TableReport], plots: dict, heatmaps: dict | None = None,
+              curves: dict | None = None) -> str:
+    """The whole page; ``plots`` and ``heatmaps`` map a table's key to its PNG (embedded),
+    ``curves`` to its learning-curve figures, (pair, PNG) each."""
+    heatmaps, curves = heatmaps or {}, curves or {}
     body = ["<h1>Reproduction report</h1>",
             "<p>Each table in the paper's layout; every cell shows our value and, in grey parentheses, "
             "the paper's.</p>"]
@@ -73,9 +77,16 @@ def html_page(tables: list[TableReport], plots: dict) -> str:
             body.append(_simple_table(f"With/without pairs: {t.verdicts}", COMPARISON_HEADERS, comparison_rows(t)))
         if t.costs:
             body.append(_simple_table(cost_line(t), COST_HEADERS, cost_rows(t)))
-        if t.key in plots:
-            data = base64.b64encode(plots[t.key].read_bytes()).decode()
-            body.append(f'<img alt="trade-off plot" src="data:image/png;base64,{data}">')
+        for figures, alt in ((plots, "trade-off plot"), (heatmaps, "phase diagram")):
+            if t.key in figures:
+                data = base64.b64encode(figures[t.key].read_bytes()).decode()
+                body.append(f'<img alt="{alt}" src="data:image/png;base64,{data}">')
+        if t.key in heatmaps:
+            body.append("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in significance_lines(t)) + "</ul>")
+        for pair, png in curves.get(t.key, []):
+            data = base64.b64encode(png.read_bytes()).decode()
+            body.append(f"<p>Learning curves, {html.escape(pair.label)}:</p>"
+                        f'<img alt="learning curves" src="data:image/png;base64,{data}">')
         if t.notes:
             body.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in t.notes) + "</ul>")
     return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>tradeoff report</title>"
