@@ -36,7 +36,7 @@ from tradeoff.spec import Spec
     ({"trigger": {"kind": "sticker", "amplitude": 0.1}},
      "'trigger.amplitude' is an option of trigger 'watermark', not of 'sticker'"),
     ({"poison": {"method": "dirty-label", "fraction_of_target_class": 0.5}},
-     "'poison.fraction_of_target_class' is an option of poisoning method 'clean-label', not of 'dirty-label'"),
+     "'poison.fraction_of_target_class' is an option of poisoning method 'clean-label' or 'label-consistent', not of 'dirty-label'"),
 ])
 def test_bad_specs_are_one_clear_sentence(raw, message):
     with pytest.raises(TradeoffError, match=message):

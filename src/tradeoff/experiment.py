@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from tradeoff import distributed, snapshots
 from tradeoff.adversarial_defenses import adversarial_defense_label, make_objective
@@ -26,15 +27,19 @@ from tradeoff.resolve import resolve
 from tradeoff.runs import RunFolder, write_summary
 from tradeoff.snapshots import Snapshotter
 from tradeoff.spec import Spec
+from tradeoff.surrogate import perturb_poisons
 from tradeoff.training import train_model
 from tradeoff.triggers import make_trigger
 
 
-def prepare(spec: Spec, device: torch.device) -> PoisonedData:
-    """Data, trigger and the poisoned training set (shared by training and `tradeoff defend`)."""
+def prepare(spec: Spec, device: torch.device, log=lambda message: None,
+            saved_images: torch.Tensor | None = None) -> PoisonedData:
+    """Data, trigger and the poisoned training set (shared by training and `tradeoff defend`).
+    ``saved_images``: the perturbed images a run folder kept (label-consistent poisoning)."""
     bundle = load_data(spec.data, spec.seed)
     trigger = make_trigger(spec.trigger, bundle.shape)
     plan = plan_poison(bundle.train.targets, spec.poison, trigger, bundle.num_classes, spec.seed)
+    plan = perturb_poisons(spec, bundle.train, plan, bundle.num_classes, device, log, saved_images)
     return PoisonedData(train=bundle.train.poisoned(plan, trigger, device), test=bundle.test, plan=plan,
                         trigger=trigger, target=spec.poison.target, num_classes=bundle.num_classes,
                         shape=bundle.shape, streamed=bundle.streamed, holdout=bundle.holdout)
@@ -87,6 +92,13 @@ def _shared(run: TrainedRun, ctx) -> TrainedRun:
     return run
 
 
+def saved_poison(run_dir: Path | None) -> dict:
+    """A run folder's ``poison.safetensors`` (indices, corners, and the perturbed images of a
+    label-consistent run), or nothing."""
+    path = Path(run_dir) / "poison.safetensors" if run_dir is not None else None
+    return load_file(str(path)) if path is not None and path.is_file() else {}
+
+
 def check_same_spec(folder: RunFolder, spec: Spec) -> None:
     """Resuming a folder written for another spec names the differing fields and stops."""
     try:
@@ -132,7 +144,8 @@ def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool,
         raise TradeoffError(f"{snapshot_file} was written by {len(resume.rng)} process(es); resume it with as many "
                             f"(this run has {ctx.world}), or pass --restart.")
     seed_everything(spec.seed)
-    data = prepare(spec, device)
+    saved = saved_poison(run_dir) if resume is not None else {}
+    data = prepare(spec, device, log, saved.get("images"))
     held = f" ({len(data.holdout)} clean training images held out for the defences)" if data.holdout is not None else ""
     log(f"{spec.data.dataset}: {len(data.train)} training / {len(data.test)} test images{held}; "
         f"{spec.poison.method} poisoning of {len(data.poisoned_indices)} images, target {data.target}")
@@ -141,7 +154,9 @@ def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool,
     batches = data.train.batches(spec.train.batch_size, spec.seed, device, ctx.rank, ctx.world,
                                  augment=spec.data.augment)
     if folder is not None:
-        folder.save_tensors("poison.safetensors", {"indices": data.plan.indices, "corners": data.plan.corners})
+        perturbed = {"images": data.plan.images} if data.plan.images is not None else {}
+        folder.save_tensors("poison.safetensors", {"indices": data.plan.indices, "corners": data.plan.corners,
+                                                   **perturbed})
     snapshotter = None
     if run_dir is not None:
         snapshotter = Snapshotter(run_dir, spec.snapshots, spec.digest(), log,
