@@ -111,3 +111,40 @@ def test_gradient_scaling_leaves_fp32_attacks_bit_identical():
         (g,) = torch.autograd.grad(loss, delta)
         delta = ((x + (delta.detach() + 0.02 * g.sign()).clamp(-0.1, 0.1)).clamp(0, 1) - x)
     assert torch.equal(perturb(model, x, y, a), (x + delta).detach())
+
+
+def test_target_classes_keep_the_first_success_of_independent_targeted_runs():
+    """target_classes=3 equals, image by image, the first misclassifying result of three separate
+    targeted runs towards the 1st, 2nd and 3rd highest-scoring wrong class (ranked by a loop)."""
+    model, x, y = _model_and_data()
+    a = AttackSpec(eps=0.05, step_size=0.05, steps=5, loss="margin", target_classes=3, step_schedule="cosine")
+    torch.manual_seed(1)
+    adv = perturb(model, x, y, a)
+
+    with torch.no_grad():
+        logits = model(x)
+    ranked = [[c for c in logits[i].argsort(descending=True).tolist() if c != y[i]][:3] for i in range(len(y))]
+    torch.manual_seed(1)
+    expected, done = None, torch.zeros(len(y), dtype=torch.bool)
+    for j in range(3):
+        goal = torch.tensor([r[j] for r in ranked])
+        run = perturb(model, x, y, AttackSpec(eps=0.05, step_size=0.05, steps=5, loss="margin", targeted=True,
+                                              step_schedule="cosine"), target=goal)
+        with torch.no_grad():
+            fooled = model(run).argmax(1) != y
+        if expected is None:
+            expected = run.clone()
+        take = fooled & ~done
+        expected[take] = run[take]
+        done |= fooled
+    assert torch.equal(adv, expected)
+    assert 0 < done.float().mean() < 1  # some images fall, some hold: the choice per image matters
+
+
+def test_cosine_schedule_falls_from_step_size_to_zero():
+    """Step t of T has size step_size * (1 + cos(pi t / T)) / 2; constant without the schedule."""
+    from tradeoff.attacks import step_size
+
+    a = AttackSpec(eps=0.3, step_size=0.3, steps=4, step_schedule="cosine")
+    assert [round(step_size(a, t), 6) for t in range(4)] == [0.3, 0.256066, 0.15, 0.043934]
+    assert step_size(AttackSpec(eps=0.3, step_size=0.3, steps=4), 3) == 0.3

@@ -179,7 +179,8 @@ def test_layers_and_shared_cells():
         "trigger": {"kind": "sticker", "pattern": "square", "size": 3, "corner": "bottom-right", "offset": 0},
         "poison": {"method": "clean-label", "target": 7, "fraction_of_target_class": 0.5},
         "model": {"name": "small-cnn"}, "adversarial_defense": {"objective": "pgd", "eps_ramp": 0.25},
-        "train": {"epochs": 3, "batch_size": 100, "optimizer": "adam", "lr": 0.001}})
+        "train": {"epochs": 3, "batch_size": 100, "optimizer": "adam", "lr": 0.001},
+        "eval": {"attack": {"steps": 20, "step_size": 0.3, "step_schedule": "cosine", "loss": "ce"}}})
     assert g.cells[1].digest == resolve(by_hand).digest()
     assert g.cells[1].run_name == f"table1a-mnist-adv-training-s1-{g.cells[1].digest}"
 

@@ -1,13 +1,15 @@
 """Adversarial examples: one batched PGD used by training, evaluation and the defences.
 
 L-inf or L2, random start or not, several restarts (keeping each image's strongest example),
-cross-entropy or margin loss, untargeted or targeted. FGSM is PGD with one step of size eps
+cross-entropy or margin loss, untargeted, targeted, or one run towards each of the k wrong classes
+the model scores highest (APGD-T's scheme), constant steps or a cosine schedule. FGSM is PGD with one step of size eps
 and no random start; "fast" FGSM (Wong et al. 2020) is one step of 1.25 eps from a random start.
 The model's mode (train/eval) is the caller's choice and is left as it was found.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -90,52 +92,83 @@ def project(delta: torch.Tensor, x: torch.Tensor, a: AttackSpec) -> torch.Tensor
     return (x + NORMS.get(a.norm).ball(delta, a.eps)).clamp(0, 1) - x
 
 
-def gradient_step(grad: torch.Tensor, a: AttackSpec) -> torch.Tensor:
-    """One ascent step of ``a.step_size`` in the norm's steepest direction."""
-    return NORMS.get(a.norm).step(grad, a.step_size)
+def step_size(a: AttackSpec, step: int) -> float:
+    """The size of step ``step`` (from 0): ``a.step_size``, or under the cosine schedule
+    ``a.step_size * (1 + cos(pi * step / a.steps)) / 2`` (large steps first, then small ones)."""
+    if a.step_schedule == "cosine":
+        return a.step_size * 0.5 * (1 + math.cos(math.pi * step / a.steps))
+    return a.step_size
+
+
+def gradient_step(grad: torch.Tensor, a: AttackSpec, step: int = 0) -> torch.Tensor:
+    """Ascent step number ``step`` in the norm's steepest direction (its size: :func:`step_size`)."""
+    return NORMS.get(a.norm).step(grad, step_size(a, step))
 
 
 def random_wrong_labels(y: torch.Tensor, num_classes: int) -> torch.Tensor:
     shift = torch.randint(1, num_classes, y.shape, device=y.device)
     return (y + shift) % num_classes
 
+
+def top_wrong_classes(logits: torch.Tensor, y: torch.Tensor, k: int) -> list[torch.Tensor]:
+    """Per example, the k wrong classes with the highest logits, best first: k label tensors."""
+    ranked = logits.argsort(1, descending=True)
+    wrong = ranked[ranked != y[:, None]].view(len(y), -1)
+    return [wrong[:, j] for j in range(min(k, wrong.shape[1]))]
+
+
 def perturb(model, x: torch.Tensor, y: torch.Tensor, a: AttackSpec,
             target: torch.Tensor | None = None) -> torch.Tensor:
     """Adversarial examples for (x, y). ``a.targeted`` steps towards ``target`` (random wrong
-    labels when not given); otherwise away from y. Returns a detached tensor."""
+    labels when not given); ``a.target_classes`` = k runs once towards each of the k wrong classes
+    the model scores highest on the clean image, keeping each image's first misclassified example;
+    otherwise away from y. Returns a detached tensor."""
     if a.eps == 0 or a.steps == 0:
         return x.detach().clone()
     x = x.detach()
-    if a.targeted and target is None:
+    if a.target_classes:
         with torch.no_grad():
-            num_classes = model(x[:1]).shape[1]
-        target = random_wrong_labels(y, num_classes)
+            targets = top_wrong_classes(model(x).float(), y, a.target_classes)
+    elif a.targeted:
+        if target is None:
+            with torch.no_grad():
+                num_classes = model(x[:1]).shape[1]
+            target = random_wrong_labels(y, num_classes)
+        targets = [target]
+    else:
+        targets = [None]
+    if len(targets) == 1 and a.restarts == 1:
+        return _pgd(model, x, y, a, targets[0])
     best = None
-    for restart in range(a.restarts):
-        delta = project(random_start(x, a), x, a)
-        for _ in range(a.steps):
-            delta.requires_grad_(True)
-            with torch.enable_grad():
-                out = model(x + delta)
-                logits = out.float()  # the loss in fp32 under fp16/bf16 autocast
-                objective = ATTACK_LOSSES.get(a.loss)
-                loss = -objective(logits, target) if a.targeted else objective(logits, y)
-                scaled = scaled_logit_gradient(loss, logits, out, per_example=not model.training)
-                (grad,) = torch.autograd.grad(out, delta, grad_outputs=scaled)
-            delta = project(delta.detach() + gradient_step(grad, a), x, a)
-        candidate = (x + delta).detach()
-        if a.restarts == 1:
-            return candidate
-        with torch.no_grad():
-            pred = model(candidate).argmax(1)
-            success = (pred == target) if a.targeted else (pred != y)
-        if best is None:
-            best, done = candidate, success
-        else:
-            take = success & ~done
-            best = torch.where(take.view(-1, *([1] * (x.dim() - 1))), candidate, best)
-            done = done | success
+    for goal in targets:
+        for restart in range(a.restarts):
+            candidate = _pgd(model, x, y, a, goal)
+            with torch.no_grad():
+                pred = model(candidate).argmax(1)
+                success = (pred == goal) if a.targeted and not a.target_classes else (pred != y)
+            if best is None:
+                best, done = candidate, success
+            else:
+                take = success & ~done
+                best = torch.where(take.view(-1, *([1] * (x.dim() - 1))), candidate, best)
+                done = done | success
     return best
+
+
+def _pgd(model, x: torch.Tensor, y: torch.Tensor, a: AttackSpec, target: torch.Tensor | None) -> torch.Tensor:
+    """One run from a random start: towards ``target`` when given, else away from y."""
+    objective = ATTACK_LOSSES.get(a.loss)
+    delta = project(random_start(x, a), x, a)
+    for step in range(a.steps):
+        delta.requires_grad_(True)
+        with torch.enable_grad():
+            out = model(x + delta)
+            logits = out.float()  # the loss in fp32 under fp16/bf16 autocast
+            loss = -objective(logits, target) if target is not None else objective(logits, y)
+            scaled = scaled_logit_gradient(loss, logits, out, per_example=not model.training)
+            (grad,) = torch.autograd.grad(out, delta, grad_outputs=scaled)
+        delta = project(delta.detach() + gradient_step(grad, a, step), x, a)
+    return (x + delta).detach()
 
 
 ATTACKS: Registry[Callable] = Registry("attack")
@@ -167,7 +200,11 @@ def describe(a: AttackSpec) -> str:
     budget = f"{NORM_NAMES.get(a.norm, a.norm)} eps {_budget(a.eps)}"
     if not fgsm:
         budget += f", step {_budget(a.step_size)}" + ("" if a.random_start else ", no random start")
+    if a.step_schedule == "cosine":
+        budget = budget.replace(", step ", ", cosine step from ")
     parts.append(budget)
-    if a.targeted:
+    if a.target_classes:
+        parts.append(f"towards each of the top {a.target_classes} wrong classes")
+    elif a.targeted:
         parts.append("targeted")
     return ", ".join(parts)

@@ -17,6 +17,7 @@ import yaml
 # The component packages register their kinds on import; validation needs every registry.
 from tradeoff import adversarial_defenses, attacks, backdoor_defenses, data, device, models, poisoning  # noqa: F401
 from tradeoff import training, triggers  # noqa: F401
+from tradeoff.autoattack import check as check_autoattack
 from tradeoff.backdoor_defenses import check_entry
 from tradeoff.errors import TradeoffError
 from tradeoff.options import build, close_match
@@ -160,6 +161,8 @@ def spec_from_dict(raw: dict) -> Spec:
                             f"stamping, so the streamed dataset {spec.data.dataset!r} is not supported.")
     if spec.model.from_scratch and spec.model.checkpoint:
         raise TradeoffError("model.from_scratch is true but model.checkpoint is set; choose one.")
+    if spec.eval.autoattack is not None:
+        check_autoattack(spec.eval.autoattack, spec.eval.attack)  # the package too, before any training
     return spec
 
 

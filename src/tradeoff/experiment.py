@@ -178,7 +178,7 @@ def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool,
 
     start = time.perf_counter()
     metrics = evaluate(model, data.test, data.trigger, data.target, spec.eval, device,
-                       precision=spec.train.precision, show_progress=show_progress, ctx=ctx)
+                       precision=spec.train.precision, show_progress=show_progress, ctx=ctx, seed=spec.seed)
     eval_seconds = time.perf_counter() - start
     log("metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
     collapsed = collapse_reason(metrics["accuracy"], result.final_loss, data.num_classes)

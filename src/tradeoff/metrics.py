@@ -2,6 +2,8 @@
 
 - ``accuracy``: clean test accuracy.
 - ``adversarial_robustness``: accuracy under the spec's evaluation attack (PGD).
+- ``autoattack_robustness``: accuracy under AutoAttack on a seeded subset of the test set, with
+  ``eval.autoattack`` (and ``autoattack_version``, ``_attacks``, ``_images``, ``_norm``, ``_eps``).
 - ``backdoor_success_rate``: the paper's definition: among test images whose *clean prediction*
   is not the target, the fraction predicted as the target once stamped.
 - ``backdoor_success_rate_true_label``: the common variant filtering on the *true label* instead.
@@ -21,6 +23,7 @@ import torch
 from tradeoff import distributed
 from tradeoff.adversarial_defenses import model_mode
 from tradeoff.attacks import perturb
+from tradeoff.autoattack import autoattack_metrics
 from tradeoff.certify import certification_metrics
 from tradeoff.device import autocast_for
 from tradeoff.progress import progress_bar
@@ -50,12 +53,14 @@ def collapse_reason(accuracy: float, final_loss: float, num_classes: int) -> str
 
 
 def evaluate(model, test_set, trigger, target: int, eval_spec: EvalSpec, device, precision: str = "fp32",
-             show_progress: bool = True, ctx: distributed.DistContext | None = None) -> dict:
+             show_progress: bool = True, ctx: distributed.DistContext | None = None, seed: int = 0) -> dict:
     """All metrics of ``eval_spec`` in one pass over the test set (any data source with a
     ``loader``): clean accuracy and backdoor success always, adversarial robustness under
     ``eval_spec.attack`` when ``eval_spec.adversarial``, certified robustness with
     ``eval_spec.certified_eps``. ``precision``: autocast as in training. ``ctx``: a data-parallel
-    run's context; each rank then evaluates its share of the batches and the counts are summed."""
+    run's context; each rank then evaluates its share of the batches and the counts are summed.
+    With ``eval_spec.autoattack`` (and ``adversarial``), AutoAttack (in fp32, every rank the same images) on the test
+    images ``seed`` picks."""
     ctx = ctx or distributed.SINGLE
     adversarial = eval_spec.adversarial
     extra = certification_metrics(eval_spec.certified_eps)
@@ -107,6 +112,10 @@ def evaluate(model, test_set, trigger, target: int, eval_spec: EvalSpec, device,
     for fn in extra:
         for name in getattr(fn, "metric_names", ()):
             metrics[name] = values.get(name, 0.0) / n
+    if adversarial and eval_spec.autoattack is not None:
+        with model_mode(model, False):
+            metrics.update(autoattack_metrics(model, test_set, eval_spec.autoattack, eval_spec.attack, seed, device,
+                                              eval_spec.batch_size))
     return metrics
 
 

@@ -88,6 +88,14 @@ def check_bounds(value, meta, where: str) -> None:
         registry_of(meta["choices"]).get(value, where=where)
 
 
+def optional_dataclass(hint):
+    """The dataclass of an ``Optional[SomeDataclass]`` hint, else None."""
+    if typing.get_origin(hint) not in (Union, types.UnionType):
+        return None
+    inner = [a for a in typing.get_args(hint) if a is not type(None)]
+    return inner[0] if len(inner) == 1 and dataclasses.is_dataclass(inner[0]) else None
+
+
 def build(cls, raw, where: str, skip: tuple = ()):
     """An instance of the dataclass ``cls`` from the mapping ``raw`` (None: the defaults).
     Nested dataclass fields are built recursively; ``skip``: field names left to the caller."""
@@ -106,6 +114,8 @@ def build(cls, raw, where: str, skip: tuple = ()):
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             kwargs[key] = build(hint, value, path)
+        elif optional_dataclass(hint) is not None and value is not None:  # an optional sub-section
+            kwargs[key] = build(optional_dataclass(hint), value, path)
         else:
             kwargs[key] = check_type(value, hint, path)
     obj = cls(**kwargs)

@@ -73,6 +73,10 @@ class AttackSpec:
     restarts: int = option(1, doc="random restarts, keeping each image's first success", min=1)
     loss: str = option("ce", doc="the loss the attack ascends", choices="attack loss")
     targeted: bool = option(False, doc="step towards a random wrong label instead")
+    target_classes: Optional[int] = option(None, doc="one run towards each of the k wrong classes the model "
+                                                     "scores highest, any success counting (APGD-T's scheme)", min=1)
+    step_schedule: Optional[Literal["constant", "cosine"]] = option(
+        None, doc="cosine: the step falls from step_size to 0 over the steps; unset: constant")
 
 
 @dataclass
@@ -123,8 +127,21 @@ class TrainSpec:
 
 
 @dataclass
+class AutoAttackSpec:
+    """AutoAttack (Croce & Hein 2020) at the evaluation attack's norm and eps, on a seeded subset
+    of the test set; needs the optional extra ``tradeoff[autoattack]``."""
+
+    version: Literal["standard", "plus", "rand"] = option("standard", doc="AutoAttack's version")
+    images: int = option(1000, doc="a seeded random subset of this many test images", min=1)
+    attacks: Optional[list] = option(None, doc="run only these of the version's attacks "
+                                               "(e.g. [apgd-ce, apgd-t]); unset: all of them")
+
+
+@dataclass
 class EvalSpec:
     attack: AttackSpec = option(factory=AttackSpec, doc="the robustness attack; unset fields: the protocol's")
+    autoattack: Optional[AutoAttackSpec] = option(None, doc="autoattack_robustness beside the PGD robustness "
+                                                            "(unset: off)")
     batch_size: int = option(500, doc="evaluation batch", min=1)
     adversarial: bool = option(True, doc="measure adversarial_robustness")
     certified_eps: Optional[float] = option(None, doc="IBP-certified robustness at this eps", min=0)
@@ -133,11 +150,13 @@ class EvalSpec:
     curve_images: int = option(500, doc="learning curve: the size of its fixed, seeded test subset", min=1)
 
 
-# Fields added after 0.2.0, each left out of the digest at the value where it changes nothing:
-# None, or the entry's third element (a kinded section's option only where the section's kind has
-# it: the watermark's ``pattern``).
-ADDED_LATER = (("model", "from_scratch"), ("data", "holdout_per_class"), ("trigger", "pattern"),
-               ("eval", "every_steps", 0), ("eval", "curve_images", 500))
+# Fields added after 0.2.0, each left out of the digest at the value where it changes nothing, so
+# that earlier cells keep their digests: (dotted path, that value). A kinded section's option only
+# where the section's kind has it (the watermark's ``pattern``).
+ADDED_LATER = (("model.from_scratch", None), ("data.holdout_per_class", None), ("trigger.pattern", None),
+               ("eval.every_steps", 0), ("eval.curve_images", 500), ("eval.autoattack", None),
+               *((f"{section}.attack.{key}", None) for section in ("adversarial_defense", "eval")
+                 for key in ("target_classes", "step_schedule")))
 
 
 @dataclass
@@ -177,9 +196,13 @@ class Spec:
         d = self.to_dict()
         d.pop("name")
         d.pop("snapshots")
-        for section, key, *off in ADDED_LATER:  # at their defaults they leave earlier cells' digests as they were
-            if key in d[section] and d[section][key] == (off[0] if off else None):
-                d[section].pop(key)
+        for dotted, unchanged in ADDED_LATER:  # at these values they leave earlier cells' digests as they were
+            *path, key = dotted.split(".")
+            node = d
+            for name in path:
+                node = node[name]
+            if key in node and node[key] == unchanged:
+                node.pop(key)
         d["data"].pop("root")
         d["data"].pop("workers", None)
         blob = json.dumps(d, sort_keys=True, default=str).encode()
