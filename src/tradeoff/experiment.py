@@ -41,11 +41,12 @@ def prepare(spec: Spec, device: torch.device) -> PoisonedData:
 
 def run_experiment(spec: Spec, out_dir: str | Path | None = None, show_progress: bool = True,
                    echo: bool = False, run_name: str | None = None, resume: bool = False,
-                   restart: bool = False) -> TrainedRun:
+                   restart: bool = False, records: dict | None = None) -> TrainedRun:
     """Run ``spec``; with ``out_dir``, record it in ``out_dir/<run_name or spec.name>/``, writing
     snapshots there as ``spec.snapshots`` says. ``resume`` continues that folder if it is
     unfinished (from its newest good snapshot); ``restart`` starts an unfinished one over.
-    SIGTERM, SIGUSR1 or SIGUSR2 during training write a snapshot and raise :class:`Preempted`."""
+    SIGTERM, SIGUSR1 or SIGUSR2 during training write a snapshot and raise :class:`Preempted`.
+    ``records``: further JSON files for the run folder, by name (a synthetic cell's synthetic.json)."""
     spec = resolve(spec)
     ctx, _ = distributed.setup(pick_device(spec.train.device))
     run_dir = Path(out_dir) / (run_name or spec.name) if out_dir is not None else None
@@ -55,6 +56,8 @@ def run_experiment(spec: Spec, out_dir: str | Path | None = None, show_progress:
     if run_dir is None:
         return _shared(_run(spec, None, show_progress, echo), ctx)
     with RunFolder(run_dir, resume, restart) as folder, StopRequests() as stop:
+        for file_name, data in (records or {}).items():
+            folder.write_json(file_name, data)
         run = _run(spec, folder, show_progress, echo, stop, run_dir)
         run.run_dir = folder.path
     write_summary(Path(out_dir))
@@ -163,6 +166,7 @@ def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool,
         "train_seconds": round(result.seconds, 2),
         "eval_seconds": round(eval_seconds, 2),
         "spec_digest": spec.digest(),
+        "synthetic": spec.synthetic,
     }
     run = TrainedRun(spec, model, record, data, device)
     if folder is not None:  # every metric so far is kept if a backdoor defence fails

@@ -128,8 +128,9 @@ class EvalSpec:
     certified_eps: Optional[float] = option(None, doc="IBP-certified robustness at this eps", min=0)
 
 
-# Fields added after 0.2.0 whose unset value (None) changes nothing: left out of the digest then.
-ADDED_LATER = (("model", "from_scratch"),)
+# Fields added after 0.2.0, as (path, the value that changes nothing): at that value they are left
+# out of the digest, so that the cells of earlier versions keep theirs.
+ADDED_LATER = ((("model", "from_scratch"), None), (("synthetic",), False))
 
 
 @dataclass
@@ -155,6 +156,8 @@ class Spec:
     eval: EvalSpec = option(factory=EvalSpec)
     backdoor_defenses: list = option(factory=list, doc="steps after training: [{name: spectral, ...}, ...]")
     snapshots: SnapshotSpec = option(factory=SnapshotSpec, doc="mid-training snapshots for exact resume")
+    synthetic: bool = option(False, doc="generated data and cut budgets (tradeoff sweep --synthetic): "
+                                        "a rehearsal of the pipeline, never a result")
 
     def to_dict(self) -> dict:
         """Plain data, every kinded section's options flat beside its kind (as in YAML)."""
@@ -169,9 +172,13 @@ class Spec:
         d = self.to_dict()
         d.pop("name")
         d.pop("snapshots")
-        for section, key in ADDED_LATER:  # at their defaults they leave earlier cells' digests as they were
-            if d[section][key] is None:
-                d[section].pop(key)
+        for path, unset in ADDED_LATER:  # at that value they leave earlier cells' digests as they were
+            *sections, key = path
+            node = d
+            for name in sections:
+                node = node[name]
+            if node[key] == unset:
+                node.pop(key)
         d["data"].pop("root")
         d["data"].pop("workers", None)
         blob = json.dumps(d, sort_keys=True, default=str).encode()
