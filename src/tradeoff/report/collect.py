@@ -61,6 +61,7 @@ class TableReport:
     pairs: list
     notes: list
     seeds: list  # distinct seed counts among the cells with values
+    synthetic: bool = False  # some cell ran on generated data (tradeoff sweep --synthetic): not results
 
     @property
     def key(self) -> str:
@@ -196,8 +197,10 @@ def collect(manifest: dict, runs: dict, paper: list[dict]) -> TableReport:
 
     pairs = _pairs(manifest, per_cell, entries)
     seeds = sorted({len(e.values) for e in entries.values() if e.values})
+    synthetic = any(c.get("synthetic") for c in manifest["cells"]) or any(
+        run.get("synthetic") for c in manifest["cells"] for run in runs.get(c.get("digest"), []))
     return TableReport(manifest["table"], manifest["paper_table"], manifest.get("title", ""), manifest["preset"],
-                       manifest.get("layout_rows") or [], entries, pairs, notes, seeds)
+                       manifest.get("layout_rows") or [], entries, pairs, notes, seeds, synthetic)
 
 
 def build_reports(folder: str | Path) -> list[TableReport]:

@@ -8,7 +8,7 @@ import io
 from tradeoff.report.collect import TableReport
 
 CSV_COLUMNS = ["table", "preset", "dataset", "setting", "metric", "paper", "ours_mean", "ours_std", "n_seeds",
-               "ours_values", "status", "n_collapsed", "runs"]
+               "ours_values", "status", "n_collapsed", "runs", "synthetic"]
 
 
 def csv_text(tables: list[TableReport]) -> str:
@@ -21,5 +21,5 @@ def csv_text(tables: list[TableReport]) -> str:
                         "" if e.paper is None else e.paper,
                         "" if e.mean is None else round(e.mean, 4), "" if e.std is None else round(e.std, 4),
                         len(e.values), ";".join(f"{v:.4f}" for v in e.values), e.status, e.collapsed,
-                        ";".join(e.runs)])
+                        ";".join(e.runs), t.synthetic])
     return buf.getvalue()

@@ -4,7 +4,7 @@ plot link and notes."""
 from __future__ import annotations
 
 from tradeoff.report.collect import TableReport
-from tradeoff.report.layout import PAIR_HEADERS, caption, fmt_entry, grid_layout, pair_rows
+from tradeoff.report.layout import PAIR_HEADERS, SYNTHETIC_WARNING, caption, fmt_entry, grid_layout, pair_rows
 from tradeoff.tables import markdown_table
 
 
@@ -14,7 +14,11 @@ def markdown_text(tables: list[TableReport], plots: dict) -> str:
            "Each table in the paper's layout; every cell shows our value and, in parentheses, the paper's. "
            "Trade-off pairs join each standard cell to its adversarially trained twin.", ""]
     for t in tables:
-        out += [f"## {t.paper_table}: {t.title} (preset {t.preset})", "", caption(t), ""]
+        synthetic = " [SYNTHETIC DATA]" if t.synthetic else ""
+        out += [f"## {t.paper_table}: {t.title} (preset {t.preset}){synthetic}", ""]
+        if t.synthetic:
+            out += [f"> **{SYNTHETIC_WARNING}**", ""]
+        out += [caption(t), ""]
         row_keys, rows, cols, cells = grid_layout(t)
         headers = list(row_keys) + [" · ".join(c) for c in cols]
         body = [list(r) + [fmt_entry(cells[(r, c)]) if (r, c) in cells else "" for c in cols] for r in rows]

@@ -48,7 +48,8 @@ def plot_tradeoff(t: TableReport, path: Path) -> Optional[Path]:
         ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-    fig.suptitle(f"{t.paper_table}: standard → adversarially trained (preset {t.preset})")
+    fig.suptitle(f"{t.paper_table}: standard → adversarially trained (preset {t.preset})"
+                 + ("\nSYNTHETIC DATA: not results" if t.synthetic else ""), color="#b00" if t.synthetic else None)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
