@@ -97,13 +97,22 @@ def test_imagenet_paper_cells_require_released_weights_or_a_deliberate_from_scra
 
 
 def test_fields_added_later_leave_earlier_digests_alone_until_set():
-    """model.from_scratch (added after 0.2.0) is left out of the digest while unset, so cells swept
-    before it keep their digests (a hash of the spec without the field); set, it counts."""
+    """model.from_scratch and synthetic (added after 0.2.0) are left out of the digest while unset
+    (None, False), so cells swept before them keep their digests (a hash of the spec without the
+    fields); set, they count."""
     spec = Spec()
     d = spec.to_dict()
-    del d["name"], d["snapshots"], d["model"]["from_scratch"]
+    del d["name"], d["snapshots"], d["model"]["from_scratch"], d["synthetic"]
     d["data"].pop("root")
     d["data"].pop("workers", None)
     assert spec.digest() == hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
     spec.model.from_scratch = True
     assert spec.digest() != Spec().digest()
+    synthetic = Spec(synthetic=True)
+    assert synthetic.digest() != Spec().digest()
+    d = synthetic.to_dict()
+    del d["name"], d["snapshots"], d["model"]["from_scratch"]
+    d["data"].pop("root")
+    d["data"].pop("workers", None)
+    assert d["synthetic"] is True
+    assert synthetic.digest() == hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]

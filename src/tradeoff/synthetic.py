@@ -96,7 +96,7 @@ def write_image_folder(folder: Path, classes, per_class: int, val_per_class: int
         for cls in names:
             out = folder / split / cls
             out.mkdir(parents=True, exist_ok=True)
-            tint = 60 + (160 * classes.index(cls)) // max(1, len(classes) - 1)
+            tint = 60 + (180 * classes.index(cls)) // max(1, len(classes) - 1)
             for i in range(count):
                 h, w = (int(v) for v in rng.integers(size[0], size[1], 2))
                 img = rng.normal(tint, 40, (h, w, 3)).clip(0, 255).astype(np.uint8)
@@ -227,6 +227,8 @@ def cut(raw: dict, dataset: str, data: SyntheticData, cuts: Cuts = CUTS) -> tupl
     from tradeoff.backdoor_defenses import parse_options
 
     out = copy.deepcopy(raw)
+    # the dataset first: a later layer that names it would otherwise drop the dataset's options (data.workers)
+    out.setdefault("data", {})["dataset"] = dataset
     changes: dict = {}
 
     def change(path: str, value, old) -> None:
@@ -234,7 +236,7 @@ def cut(raw: dict, dataset: str, data: SyntheticData, cuts: Cuts = CUTS) -> tupl
             changes[path] = {"from": old, "to": value}
 
     for path, value in cuts.for_dataset(dataset).items():
-        if path == "data.workers" and _get(out, "data.dataset", dataset) not in ("imagenet", "imagefolder"):
+        if path == "data.workers" and dataset not in ("imagenet", "imagefolder"):
             continue
         old = _get(out, path, _spec_default(path))
         if path == "data.workers" and old is None:
