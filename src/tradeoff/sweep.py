@@ -177,16 +177,17 @@ def _short_metrics(metrics: dict) -> str:
 def sweep(tables: list[str], preset: str, out: str | Path, seeds: Optional[int] = None,
           datasets: Optional[list] = None, overrides: Optional[list] = None, data_root: Optional[str] = None,
           workers: int = 1, echo: Callable[[str], None] = print, only: Optional[list] = None,
-          cluster: Optional[ClusterOptions] = None, synthetic: bool = False) -> SweepResult:
+          cluster: Optional[ClusterOptions] = None, synthetic: bool | SyntheticData = False) -> SweepResult:
     """Run every cell of ``tables`` not yet done in ``out``: in this process, ``workers``
     processes, or as cluster jobs (``cluster``, see :mod:`tradeoff.cluster`). ``synthetic``: on
-    generated data under ``out`` with the budget cuts of :mod:`tradeoff.synthetic`."""
+    generated data under ``out`` (or the given :class:`~tradeoff.synthetic.SyntheticData`) with the
+    budget cuts of :mod:`tradeoff.synthetic`."""
     cluster = cluster or ClusterOptions()
     cluster.check()
     if workers < 1:
         raise TradeoffError(f"--workers must be at least 1, not {workers}.")
     out = Path(out)
-    generated = synthetic_data(out, data_root) if synthetic else None
+    generated = synthetic if isinstance(synthetic, SyntheticData) else synthetic_data(out, data_root) if synthetic else None
     defs = [load_table(t) for t in tables]
     grids = [expand(t, preset, seeds, datasets, overrides, data_root, only, generated) for t in defs]
     result = SweepResult(grids)

@@ -220,12 +220,14 @@ def _spec_default(path: str):
     return _get(Spec().to_dict(), path)
 
 
-def cut(raw: dict, dataset: str, data: SyntheticData, cuts: Cuts = CUTS) -> tuple[dict, dict]:
+def cut(raw: dict, dataset: str, data: SyntheticData, cuts: Cuts | None = None) -> tuple[dict, dict]:
     """``raw`` (a cell's spec as plain data, every preset and table layer applied) with the
     synthetic layer on top: ``synthetic: true``, the generated data and checkpoint, the cuts.
-    Returns (the new raw spec, {field: {"from": ..., "to": ...}} for every field it changed)."""
+    Returns (the new raw spec, {field: {"from": ..., "to": ...}} for every field it changed).
+    ``cuts``: default :data:`CUTS`."""
     from tradeoff.backdoor_defenses import parse_options
 
+    cuts = cuts or CUTS
     out = copy.deepcopy(raw)
     # the dataset first: a later layer that names it would otherwise drop the dataset's options (data.workers)
     out.setdefault("data", {})["dataset"] = dataset
@@ -236,11 +238,13 @@ def cut(raw: dict, dataset: str, data: SyntheticData, cuts: Cuts = CUTS) -> tupl
             changes[path] = {"from": old, "to": value}
 
     for path, value in cuts.for_dataset(dataset).items():
-        if path == "data.workers" and dataset not in ("imagenet", "imagefolder"):
+        if path in ("data.workers", "data.image_size") and dataset not in ("imagenet", "imagefolder"):
             continue
         old = _get(out, path, _spec_default(path))
-        if path == "data.workers" and old is None:
-            old = 4  # the folder datasets' default
+        if path in ("data.workers", "data.image_size") and old is None:  # the folder datasets' options
+            from tradeoff.data.folder import FolderOptions
+
+            old = getattr(FolderOptions(), path.split(".")[1])
         if path == "train.steps" and old is None:
             old = f"{_get(out, 'train.epochs', _spec_default('train.epochs'))} epochs"
         if path == "data.test_subset" and old is None:
