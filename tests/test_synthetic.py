@@ -24,7 +24,7 @@ from tradeoff.sweep import sweep
 from tradeoff.synthetic import Cuts, SyntheticData
 
 # What the ImageNet cells with backdoor defences say until those defences read streamed data.
-STREAMED = "is streamed"
+STREAMED = "needs an in-memory"
 
 # Tighter than the sweep's cuts, for the test's time only: the same layer, smaller numbers.
 TEST_CUTS = Cuts(
