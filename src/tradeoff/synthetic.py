@@ -25,7 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from tradeoff.adversarial_defenses.ibp import IBPOptions
+from tradeoff.backdoor_defenses import parse_options
+from tradeoff.data.folder import FolderOptions
 from tradeoff.errors import TradeoffError
+from tradeoff.runs import save_tensors_atomic, write_text_atomic
+from tradeoff.spec import Spec
 
 FOLDER = "synthetic-data"  # under the sweep's output folder
 CHECKPOINT = "resnet50-standin.safetensors"
@@ -110,8 +115,6 @@ def write_resnet50_standin(path: Path, seed: int = 0) -> dict:
     import torch
     from torchvision.models import resnet50
 
-    from tradeoff.runs import save_tensors_atomic
-
     torch.manual_seed(seed)
     state = resnet50(weights=None).state_dict()
     save_tensors_atomic(Path(path), state, metadata={"tradeoff": "synthetic stand-in, random weights"})
@@ -163,8 +166,6 @@ class SyntheticData:
         classes = [f"n{i:08d}" for i in range(self.imagenet_classes)]  # WordNet-id-like folder names
         write_image_folder(self.root / "imagenet", classes, *self.imagenet, size=self.imagenet_sizes, seed=2)
         write_resnet50_standin(self.checkpoint)
-        from tradeoff.runs import write_text_atomic
-
         write_text_atomic(marker, json.dumps(want, indent=1) + "\n")
 
 
@@ -215,8 +216,6 @@ def _set(raw: dict, path: str, value) -> None:
 
 def _spec_default(path: str):
     """The Spec's default of a dotted field (before the dataset's protocol fills it)."""
-    from tradeoff.spec import Spec
-
     return _get(Spec().to_dict(), path)
 
 
@@ -225,8 +224,6 @@ def cut(raw: dict, dataset: str, data: SyntheticData, cuts: Cuts | None = None) 
     synthetic layer on top: ``synthetic: true``, the generated data and checkpoint, the cuts.
     Returns (the new raw spec, {field: {"from": ..., "to": ...}} for every field it changed).
     ``cuts``: default :data:`CUTS`."""
-    from tradeoff.backdoor_defenses import parse_options
-
     cuts = cuts or CUTS
     out = copy.deepcopy(raw)
     # the dataset first: a later layer that names it would otherwise drop the dataset's options (data.workers)
@@ -242,8 +239,6 @@ def cut(raw: dict, dataset: str, data: SyntheticData, cuts: Cuts | None = None) 
             continue
         old = _get(out, path, _spec_default(path))
         if path in ("data.workers", "data.image_size") and old is None:  # the folder datasets' options
-            from tradeoff.data.folder import FolderOptions
-
             old = getattr(FolderOptions(), path.split(".")[1])
         if path == "train.steps" and old is None:
             old = f"{_get(out, 'train.epochs', _spec_default('train.epochs'))} epochs"
@@ -255,8 +250,6 @@ def cut(raw: dict, dataset: str, data: SyntheticData, cuts: Cuts | None = None) 
         for key, value in cuts.ibp.items():
             old = _get(out, f"adversarial_defense.{key}")
             if old is None:
-                from tradeoff.adversarial_defenses.ibp import IBPOptions
-
                 old = getattr(IBPOptions(), key)
             out["adversarial_defense"][key] = value
             change(f"adversarial_defense.{key}", value, old)
