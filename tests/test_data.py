@@ -1,8 +1,6 @@
 """Dataset loaders on files generated in the real on-disk formats."""
 
-import gzip
 import pickle
-import struct
 
 import numpy as np
 import pytest
@@ -11,24 +9,11 @@ import torch
 from tradeoff.data import load_data, pad_crop_flip
 from tradeoff.errors import TradeoffError
 from tradeoff.spec import DataSpec
-
-
-def write_idx(path, array, gz=True):
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    raw = header + array.astype(np.uint8).tobytes()
-    path.write_bytes(gzip.compress(raw) if gz else raw)
+from tradeoff.synthetic import write_cifar, write_mnist
 
 
 def make_mnist(folder, n_train=30, n_test=20, gz=True):
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
-              "train-labels-idx1-ubyte": np.arange(n_train) % 10,
-              "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
-              "t10k-labels-idx1-ubyte": np.arange(n_test) % 10}
-    for name, arr in arrays.items():
-        write_idx(folder / (name + (".gz" if gz else "")), arr, gz)
-    return arrays
+    return write_mnist(folder, n_train, n_test, gz=gz)
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -54,15 +39,6 @@ def test_missing_and_truncated_files_are_clear_errors(tmp_path):
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(TradeoffError, match="truncated"):
         load_data(DataSpec(dataset="mnist", root=str(tmp_path)), download=False)
-
-
-def write_cifar(folder, n=12):
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (n, 3072)).astype(np.uint8), b"labels": list(np.arange(n) % 10)}
-        with open(folder / name, "wb") as fh:
-            pickle.dump(batch, fh)
 
 
 def test_cifar_python_batches(tmp_path):

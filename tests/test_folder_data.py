@@ -21,6 +21,7 @@ from tradeoff.data.folder import FolderSet, decode, eval_transform, random_resiz
 from tradeoff.errors import TradeoffError
 from tradeoff.poisoning import plan_poison
 from tradeoff.config import load_spec
+from tradeoff.synthetic import write_image_folder
 from tradeoff.triggers import make_trigger
 
 CLASSES = ("ant", "bee", "cat")
@@ -28,17 +29,7 @@ CLASSES = ("ant", "bee", "cat")
 
 def make_folder_dataset(root: Path, name: str, per_class: int, size: int, val_classes=CLASSES, seed=0) -> Path:
     """JPEGs of varying sizes under root/name/{train,val}/<class>/; each class has its own tint."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    for split, classes in (("train", CLASSES), ("val", val_classes)):
-        for c, cls in enumerate(classes):
-            folder = root / name / split / cls
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class if split == "train" else max(1, per_class // 3)):
-                h, w = (int(v) for v in rng.integers(size, size * 3 // 2, 2))
-                img = rng.normal(60 + 60 * CLASSES.index(cls), 40, (h, w, 3)).clip(0, 255).astype(np.uint8)
-                Image.fromarray(img).save(folder / f"img{i:03d}.jpg", quality=90)
+    write_image_folder(root / name, CLASSES, per_class, size=(size, size * 3 // 2), seed=seed, val_classes=val_classes)
     return root
 
 

@@ -98,12 +98,12 @@ def test_imagenet_paper_cells_require_released_weights_or_a_deliberate_from_scra
 
 def test_fields_added_later_leave_earlier_digests_alone_until_set():
     """model.from_scratch, data.holdout_per_class, eval.every_steps, eval.curve_images,
-    eval.autoattack and the attacks' target_classes and step_schedule (added after 0.2.0) are left
+    eval.autoattack, the attacks' target_classes and step_schedule, and synthetic (added after 0.2.0) are left
     out of the digest while unset or at their defaults, so cells swept before them keep their
     digests (a hash of the spec without the fields); set, they count."""
     spec = Spec()
     d = spec.to_dict()
-    del d["name"], d["snapshots"], d["model"]["from_scratch"], d["data"]["holdout_per_class"]
+    del d["name"], d["snapshots"], d["model"]["from_scratch"], d["data"]["holdout_per_class"], d["synthetic"]
     del d["eval"]["every_steps"], d["eval"]["curve_images"], d["eval"]["autoattack"]
     for section in ("eval", "adversarial_defense"):
         del d[section]["attack"]["target_classes"], d[section]["attack"]["step_schedule"]
@@ -118,3 +118,7 @@ def test_fields_added_later_leave_earlier_digests_alone_until_set():
     spec = Spec()
     spec.eval.attack.target_classes = 9
     assert spec.digest() != Spec().digest()
+    synthetic = Spec(synthetic=True)
+    assert synthetic.digest() != Spec().digest()
+    d = synthetic.to_dict()
+    assert d["synthetic"] is True

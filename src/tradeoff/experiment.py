@@ -60,13 +60,15 @@ def learning_curve(spec: Spec, data: PoisonedData, device, ctx, folder: RunFolde
 
 def run_experiment(spec: Spec, out_dir: str | Path | None = None, show_progress: bool = True,
                    echo: bool = False, run_name: str | None = None, resume: bool = False,
-                   restart: bool = False, tensorboard: str | Path | None = None) -> TrainedRun:
+                   restart: bool = False, tensorboard: str | Path | None = None,
+                   records: dict | None = None) -> TrainedRun:
     """Run ``spec``; with ``out_dir``, record it in ``out_dir/<run_name or spec.name>/``, writing
     snapshots there as ``spec.snapshots`` says. ``resume`` continues that folder if it is
     unfinished (from its newest good snapshot); ``restart`` starts an unfinished one over.
     SIGTERM, SIGUSR1 or SIGUSR2 during training write a snapshot and raise :class:`Preempted`.
     ``tensorboard``: a folder where the learning curve (``eval.every_steps``) is streamed to the
-    TensorBoard run ``<run_name or spec.name>``."""
+    TensorBoard run ``<run_name or spec.name>``. ``records``: further JSON files for the run folder,
+    by name (a synthetic cell's synthetic.json)."""
     spec = resolve(spec)
     ctx, _ = distributed.setup(pick_device(spec.train.device))
     run_dir = Path(out_dir) / (run_name or spec.name) if out_dir is not None else None
@@ -77,6 +79,8 @@ def run_experiment(spec: Spec, out_dir: str | Path | None = None, show_progress:
     if run_dir is None:
         return _shared(_run(spec, None, show_progress, echo, board=board), ctx)
     with RunFolder(run_dir, resume, restart) as folder, StopRequests() as stop:
+        for file_name, data in (records or {}).items():
+            folder.write_json(file_name, data)
         run = _run(spec, folder, show_progress, echo, stop, run_dir, board)
         run.run_dir = folder.path
     write_summary(Path(out_dir))
@@ -207,6 +211,7 @@ def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool,
         "eval_seconds": round(eval_seconds, 2),
         **({"curve_seconds": round(result.curve_seconds, 2)} if curve is not None else {}),
         "spec_digest": spec.digest(),
+        "synthetic": spec.synthetic,
     }
     run = TrainedRun(spec, model, record, data, device)
     if folder is not None:  # every metric so far is kept if a backdoor defence fails

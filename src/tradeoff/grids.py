@@ -23,6 +23,7 @@ from tradeoff.data import DATASETS
 from tradeoff.options import close_match
 from tradeoff.resolve import resolve
 from tradeoff.spec import Spec
+from tradeoff.synthetic import SyntheticData, cut, record
 
 
 def configs_dir() -> Path:
@@ -225,6 +226,8 @@ class GridCell:
     spec: Optional[Spec] = None
     digest: Optional[str] = None
     error: Optional[str] = None
+    synthetic_cuts: Optional[dict] = None  # a synthetic cell's cuts: {field: {"from": ..., "to": ...}}
+    records: dict = field(default_factory=dict)  # JSON files for its run folder by name (synthetic.json)
 
     @property
     def run_name(self) -> str:
@@ -238,6 +241,7 @@ class GridCell:
         return {"dataset": self.dataset, "paper_dataset": self.paper_dataset, "setting": self.setting,
                 "slug": self.slug, "seed": self.seed, "twin": self.twin, "digest": self.digest,
                 "run": self.run_name if self.digest else None, "error": self.error,
+                "synthetic": self.synthetic_cuts is not None,
                 "metrics": [m.to_dict() for m in self.metrics]}
 
 
@@ -256,11 +260,13 @@ def _layer(layers: dict, dataset: str) -> dict:
 
 def expand(table: TableDef, preset: str, seeds: Optional[int] = None, datasets: Optional[list] = None,
            overrides: Optional[list] = None, data_root: Optional[str] = None,
-           only: Optional[list] = None) -> Grid:
+           only: Optional[list] = None, synthetic: Optional[SyntheticData] = None) -> Grid:
     """Every (cell, dataset, seed) of ``table`` under ``preset``. Datasets the preset skips or this
     version does not know are listed in ``skipped``; a cell whose spec is invalid (e.g. a defence
     that is not implemented) gets ``error`` instead of a spec, so one bad cell never stops a grid.
-    ``only``: shell patterns of cell slugs to keep (e.g. ``["*adv-training"]``)."""
+    ``only``: shell patterns of cell slugs to keep (e.g. ``["*adv-training"]``). ``synthetic``: the
+    generated data to run on, with the synthetic cuts (:mod:`tradeoff.synthetic`) as the last layer
+    below ``--set``."""
     presets_file = load_presets()
     all_presets = presets_file.get("presets", {})
     if preset not in all_presets:
@@ -300,12 +306,18 @@ def expand(table: TableDef, preset: str, seeds: Optional[int] = None, datasets: 
         for cell in applicable:
             raw = merge({}, info.get("spec") or {})
             for layer in (preset_layer, table.base, table.by_dataset.get(ds) or {}, cell.overrides,
-                          cell.by_dataset.get(ds) or {}, table_layer, user):
+                          cell.by_dataset.get(ds) or {}, table_layer):
                 raw = merge(raw, layer)
+            cuts = None
+            if synthetic is not None:
+                raw, cuts = cut(raw, ds, synthetic)
+                data_root = str(synthetic.root)
+            raw = merge(raw, user)
             for seed in range(n_seeds):
                 g = GridCell(table=table.id, paper_table=table.table, dataset=ds, paper_dataset=paper_ds,
                              setting=cell.setting, slug=cell.slug, seed=seed,
-                             metrics=cell.metrics or table.metrics, twin=cell.twin)
+                             metrics=cell.metrics or table.metrics, twin=cell.twin, synthetic_cuts=cuts,
+                             records={"synthetic.json": record(cuts, synthetic)} if cuts is not None else {})
                 full = merge(raw, {"seed": seed, "data": {"dataset": ds}})
                 full["name"] = f"{table.id}-{ds}-{cell.slug}-s{seed}"
                 if data_root:

@@ -22,7 +22,7 @@ from tradeoff.errors import TradeoffError
 from tradeoff.spec import renamed_key
 
 SUMMARY_COLUMNS = ["run", "dataset", "poisoning_method", "adversarial_defense", "accuracy",
-                   "adversarial_robustness", "backdoor_success_rate", "collapsed"]
+                   "adversarial_robustness", "backdoor_success_rate", "collapsed", "synthetic"]
 UNFINISHED = "unfinished.json"
 
 

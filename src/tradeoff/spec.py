@@ -156,7 +156,7 @@ class EvalSpec:
 ADDED_LATER = (("model.from_scratch", None), ("data.holdout_per_class", None), ("trigger.pattern", None),
                ("eval.every_steps", 0), ("eval.curve_images", 500), ("eval.autoattack", None),
                *((f"{section}.attack.{key}", None) for section in ("adversarial_defense", "eval")
-                 for key in ("target_classes", "step_schedule")))
+                 for key in ("target_classes", "step_schedule")), ("synthetic", False))
 
 
 @dataclass
@@ -182,6 +182,8 @@ class Spec:
     eval: EvalSpec = option(factory=EvalSpec)
     backdoor_defenses: list = option(factory=list, doc="steps after training: [{name: spectral, ...}, ...]")
     snapshots: SnapshotSpec = option(factory=SnapshotSpec, doc="mid-training snapshots for exact resume")
+    synthetic: bool = option(False, doc="generated data and cut budgets (tradeoff sweep --synthetic): "
+                                        "a rehearsal of the pipeline, never a result")
 
     def to_dict(self) -> dict:
         """Plain data, every kinded section's options flat beside its kind (as in YAML)."""

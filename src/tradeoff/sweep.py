@@ -27,6 +27,7 @@ from tradeoff.cluster import ACTIVE_STATES, ClusterOptions, answer_of, job_state
 from tradeoff.data import load_data
 from tradeoff.errors import TradeoffError
 from tradeoff.grids import Grid, GridCell, expand, load_table
+from tradeoff.synthetic import FOLDER as SYNTHETIC_FOLDER, SyntheticData, check_not_real
 from tradeoff.runs import (check_output_folder, finished_runs, is_finished, is_unfinished, unfinished_state,
                            write_summary, write_text_atomic, writer_alive)
 
@@ -178,19 +179,26 @@ def _short_metrics(metrics: dict) -> str:
 def sweep(tables: list[str], preset: str, out: str | Path, seeds: Optional[int] = None,
           datasets: Optional[list] = None, overrides: Optional[list] = None, data_root: Optional[str] = None,
           workers: int = 1, echo: Callable[[str], None] = print, only: Optional[list] = None,
-          cluster: Optional[ClusterOptions] = None, tensorboard: Optional[str] = None) -> SweepResult:
+          cluster: Optional[ClusterOptions] = None, tensorboard: Optional[str] = None,
+          synthetic: bool | SyntheticData = False) -> SweepResult:
     """Run every cell of ``tables`` not yet done in ``out``: in this process, ``workers``
     processes, or as cluster jobs (``cluster``, see :mod:`tradeoff.cluster`). ``tensorboard``: a
-    folder where each cell streams its learning curve (one TensorBoard run per cell)."""
+    folder where each cell streams its learning curve (one TensorBoard run per cell).
+    ``synthetic``: on generated data under ``out`` (or the given
+    :class:`~tradeoff.synthetic.SyntheticData`) with the budget cuts of :mod:`tradeoff.synthetic`."""
     cluster = cluster or ClusterOptions()
     cluster.check()
     if workers < 1:
         raise TradeoffError(f"--workers must be at least 1, not {workers}.")
     out = Path(out)
+    generated = synthetic if isinstance(synthetic, SyntheticData) else synthetic_data(out, data_root) if synthetic else None
     defs = [load_table(t) for t in tables]
-    grids = [expand(t, preset, seeds, datasets, overrides, data_root, only) for t in defs]
+    grids = [expand(t, preset, seeds, datasets, overrides, data_root, only, generated) for t in defs]
     result = SweepResult(grids)
     with OutputLock(out):
+        if generated is not None:
+            echo(f"synthetic data and a stand-in checkpoint in {generated.root} (not results: a rehearsal)")
+            generated.write()
         all_cells = [c for g in grids for c in g.cells]
         skipped = {ds: why for g in grids for ds, why in g.skipped.items()}
         unavailable = check_datasets([c for c in all_cells if c.dataset not in skipped])
@@ -230,6 +238,12 @@ def sweep(tables: list[str], preset: str, out: str | Path, seeds: Optional[int] 
     return result
 
 
+def synthetic_data(out: Path, data_root: Optional[str] = None) -> SyntheticData:
+    """The generated data of a synthetic sweep into ``out``."""
+    check_not_real(data_root)
+    return SyntheticData(Path(out).resolve() / SYNTHETIC_FOLDER)
+
+
 def _run_as_jobs(cells: list[GridCell], out: Path, cluster: ClusterOptions, result: SweepResult, echo,
                  tensorboard: Optional[str] = None) -> None:
     recorded = recorded_jobs(out)
@@ -255,7 +269,7 @@ def _run_all(cells: list[GridCell], out: Path, workers: int, result: SweepResult
     if workers == 1 or len(cells) <= 1:
         def in_order():
             for cell in cells:
-                yield cell, run_cell(cell.spec.to_dict(), str(out), cell.run_name, tensorboard)
+                yield cell, run_cell(cell.spec.to_dict(), str(out), cell.run_name, tensorboard, cell.records)
                 if result.preempted:  # a stop was requested: no new cell starts
                     return
 
@@ -264,7 +278,8 @@ def _run_all(cells: list[GridCell], out: Path, workers: int, result: SweepResult
     threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // workers))
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                              initializer=_init_worker, initargs=(os.getpid(), threads)) as pool:
-        pending = {pool.submit(run_cell, c.spec.to_dict(), str(out), c.run_name, tensorboard): c for c in cells}
+        pending = {pool.submit(run_cell, c.spec.to_dict(), str(out), c.run_name, tensorboard, c.records): c
+                   for c in cells}
 
         def as_finished():
             while pending:

@@ -11,7 +11,7 @@ from tradeoff.errors import TradeoffError
 from tradeoff.preemption import EXIT_RESUMABLE
 from tradeoff.runs import is_unfinished
 from tradeoff.cluster import EXECUTORS, ClusterOptions
-from tradeoff.sweep import done_digests, main_echo, status, sweep
+from tradeoff.sweep import done_digests, main_echo, status, sweep, synthetic_data
 
 
 @command("sweep", "run every cell of a paper table not yet done (resumable; see `tradeoff sweep --list`)")
@@ -36,6 +36,9 @@ def configure_sweep(p: argparse.ArgumentParser):
                         "and resumes from its snapshot")
     p.add_argument("--gpus-per-cell", type=int, default=0, help="GPUs per cell, one data-parallel process each")
     p.add_argument("--nodes-per-cell", type=int, default=1, help="nodes per cell (default: 1)")
+    p.add_argument("--synthetic", action="store_true",
+                   help="rehearse the preset on generated data of each dataset's shape (written under --out) with "
+                        "small budgets; every cell and report is marked synthetic: the numbers are not results")
     p.add_argument("--status", metavar="DIR", help="list every cell of the sweeps in DIR: done, running, queued, failed "
                                                     "or resumable; run nothing")
     p.add_argument("--list", action="store_true", help="list the tables and presets, run nothing")
@@ -63,9 +66,10 @@ def configure_sweep(p: argparse.ArgumentParser):
         tables = grids.paper_table_ids() if args.tables == ["all"] else args.tables
         if args.dry_run:
             done = done_digests(Path(args.out))
+            generated = synthetic_data(Path(args.out), args.data_root) if args.synthetic else None
             for name in tables:
                 g = grids.expand(grids.load_table(name), args.preset, args.seeds, args.datasets, args.overrides,
-                                 args.data_root, args.cells)
+                                 args.data_root, args.cells, generated)
                 for ds, why in g.skipped.items():
                     print(f"skip {ds}: {why}")
                 for c in g.cells:
@@ -77,7 +81,8 @@ def configure_sweep(p: argparse.ArgumentParser):
         cluster = ClusterOptions(args.executor, args.slurm_partition, args.slurm_time, args.gpus_per_cell,
                                  args.nodes_per_cell)
         result = sweep(tables, args.preset, args.out, args.seeds, args.datasets, args.overrides, args.data_root,
-                       args.workers, echo=main_echo, only=args.cells, cluster=cluster, tensorboard=args.tensorboard)
+                       args.workers, echo=main_echo, only=args.cells, cluster=cluster, tensorboard=args.tensorboard,
+                       synthetic=args.synthetic)
         if result.submitted:
             print(f"{len(result.submitted)} cell(s) submitted as jobs; `tradeoff sweep --status {args.out}` follows them, "
                   f"and `tradeoff report {args.out}` reads what has finished.")

@@ -93,6 +93,7 @@ class TableReport:
     comparisons: list = field(default_factory=list)  # Comparison: the with/without pairs the paper compares
     costs: list = field(default_factory=list)  # CellCost per cell with finished runs
     heatmap: dict = field(default_factory=dict)  # {rows, columns, metric}: a phase diagram of the comparisons
+    synthetic: bool = False  # some cell ran on generated data (tradeoff sweep --synthetic): not results
 
     @property
     def total_seconds(self) -> float:
@@ -280,10 +281,12 @@ def collect(manifest: dict, runs: dict, paper: list[dict]) -> TableReport:
 
     pairs = _pairs(manifest, per_cell, entries)
     seeds = sorted({len(e.values) for e in entries.values() if e.values})
+    synthetic = any(c.get("synthetic") for c in manifest["cells"]) or any(
+        run.get("synthetic") for c in manifest["cells"] for run in runs.get(c.get("digest"), []))
     return TableReport(manifest["table"], manifest["paper_table"], manifest.get("title", ""), manifest["preset"],
                        manifest.get("layout_rows") or [], entries, pairs, notes, seeds, attacks,
                        comparisons(manifest, entries), [cell_cost(key, ms) for key, ms in timed.items()],
-                       manifest.get("heatmap") or {})
+                       manifest.get("heatmap") or {}, synthetic)
 
 
 @dataclass

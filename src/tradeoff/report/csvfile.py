@@ -13,7 +13,7 @@ from tradeoff.report.layout import cost_line
 
 CSV_COLUMNS = ["table", "preset", "kind", "dataset", "setting", "metric", "paper", "ours_mean", "ours_std",
                "ci_low", "ci_high", "ci_method", "n_seeds", "ours_values", "status", "n_collapsed", "runs",
-               "without", "paper_difference", "verdict"]
+               "without", "paper_difference", "verdict", "synthetic"]
 
 
 def _round(value) -> object:
@@ -27,7 +27,7 @@ def csv_text(tables: list[TableReport]) -> str:
     for t in tables:
         for e in t.entries.values():
             ci = e.interval
-            w.writerow({"table": t.paper_table, "preset": t.preset, "kind": "value", "dataset": e.dataset,
+            w.writerow({"table": t.paper_table, "preset": t.preset, "kind": "value", "synthetic": t.synthetic, "dataset": e.dataset,
                         "setting": e.setting, "metric": e.metric, "paper": _round(e.paper), "ours_mean": _round(e.mean),
                         "ours_std": _round(e.std), "ci_low": _round(ci and ci.low), "ci_high": _round(ci and ci.high),
                         "ci_method": ci.method if ci else "", "n_seeds": len(e.values),
@@ -47,5 +47,6 @@ def csv_text(tables: list[TableReport]) -> str:
                         "setting": c.setting, "metric": "minutes per seed", "ours_mean": _round(c.seconds / 60),
                         "n_seeds": c.seeds, "status": f"{c.steps:.0f} steps; {c.images_per_second or 0:.0f} images/s"})
         w.writerow({"table": t.paper_table, "preset": t.preset, "kind": "summary", "verdict": t.verdicts,
+                    "synthetic": t.synthetic,
                     "status": cost_line(t)})
     return buf.getvalue()

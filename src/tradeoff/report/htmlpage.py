@@ -8,14 +8,16 @@ import html
 from typing import Optional
 
 from tradeoff.report.collect import Entry, TableReport
-from tradeoff.report.layout import (COMPARISON_HEADERS, COST_HEADERS, caption, collapse_mark, comparison_rows,
+from tradeoff.report.layout import (COMPARISON_HEADERS, COST_HEADERS, SYNTHETIC_WARNING, caption, collapse_mark,
+                                     comparison_rows,
                                      cost_line, cost_rows, fmt_number, fmt_spread, fmt_status, grid_layout,
                                      significance_lines)
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #bbb;padding:3px 8px}
 th{background:#eee}td{text-align:right}td.k{text-align:left}.paper{color:#777}.miss{color:#b00}
-caption{caption-side:top;text-align:left;color:#444;padding-bottom:4px}img{max-width:100%}"""
+caption{caption-side:top;text-align:left;color:#444;padding-bottom:4px}img{max-width:100%}
+.synthetic{background:#fdd;border:2px solid #b00;color:#b00;font-weight:bold;padding:6px 10px}"""
 
 
 def _html_cell(e: Optional[Entry]) -> str:
@@ -64,7 +66,11 @@ def html_page(tables: list[TableReport], plots: dict, heatmaps: dict | None = No
             "<p>Each table in the paper's layout; every cell shows our value and, in grey parentheses, "
             "the paper's.</p>"]
     for t in tables:
-        body.append(f"<h2>{html.escape(t.paper_table)}: {html.escape(t.title)} (preset {html.escape(t.preset)})</h2>")
+        synthetic = " [SYNTHETIC DATA]" if t.synthetic else ""
+        body.append(f"<h2>{html.escape(t.paper_table)}: {html.escape(t.title)} (preset {html.escape(t.preset)})"
+                    f"{synthetic}</h2>")
+        if t.synthetic:
+            body.append(f'<p class="synthetic">{html.escape(SYNTHETIC_WARNING)}</p>')
         row_keys, rows, cols, cells = grid_layout(t)
         lines = [f"<table><caption>{html.escape(caption(t))}</caption>", _header_rows(row_keys, cols)]
         for r in rows:

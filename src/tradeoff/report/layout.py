@@ -78,6 +78,10 @@ def grid_layout(t: TableReport):
     return row_keys, rows, cols, cells
 
 
+SYNTHETIC_WARNING = ("SYNTHETIC DATA: these numbers come from generated data with cut budgets "
+                     "(tradeoff sweep --synthetic); they test the pipeline and are not results.")
+
+
 def caption(t: TableReport) -> str:
     if not t.seeds:
         seeds = "no runs of ours yet"

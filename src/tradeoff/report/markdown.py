@@ -4,8 +4,8 @@ plot link and notes."""
 from __future__ import annotations
 
 from tradeoff.report.collect import TableReport
-from tradeoff.report.layout import (COMPARISON_HEADERS, COST_HEADERS, caption, comparison_rows, cost_line, cost_rows,
-                                     fmt_entry, grid_layout, significance_lines)
+from tradeoff.report.layout import (COMPARISON_HEADERS, COST_HEADERS, SYNTHETIC_WARNING, caption, comparison_rows,
+                                     cost_line, cost_rows, fmt_entry, grid_layout, significance_lines)
 from tradeoff.tables import markdown_table
 
 
@@ -20,7 +20,11 @@ def markdown_text(tables: list[TableReport], plots: dict, heatmaps: dict | None 
            "not) is a paired difference over matching seeds with its 95% interval and a verdict: reproduced "
            "(the paper's direction, interval excluding 0), opposite, or inconclusive.", ""]
     for t in tables:
-        out += [f"## {t.paper_table}: {t.title} (preset {t.preset})", "", caption(t), ""]
+        synthetic = " [SYNTHETIC DATA]" if t.synthetic else ""
+        out += [f"## {t.paper_table}: {t.title} (preset {t.preset}){synthetic}", ""]
+        if t.synthetic:
+            out += [f"> **{SYNTHETIC_WARNING}**", ""]
+        out += [caption(t), ""]
         row_keys, rows, cols, cells = grid_layout(t)
         headers = list(row_keys) + [" · ".join(c) for c in cols]
         body = [list(r) + [fmt_entry(cells[(r, c)]) if (r, c) in cells else "" for c in cols] for r in rows]

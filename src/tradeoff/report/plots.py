@@ -50,7 +50,7 @@ def plot_tradeoff(t: TableReport, path: Path) -> Optional[Path]:
         ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-    return _save(fig, path, f"{t.paper_table}: standard → adversarially trained (preset {t.preset})")
+    return _save(fig, path, f"{t.paper_table}: standard → adversarially trained (preset {t.preset})", t.synthetic)
 
 
 CURVE_PANELS = {"accuracy": "clean accuracy (%)", "adversarial_robustness": "adversarial robustness (%)",
@@ -89,7 +89,7 @@ def plot_curves(t: TableReport, stem: Path) -> list[tuple]:
             ax.grid(alpha=0.3)
         axes[0][0].legend(fontsize=7, loc="best")
         path = stem.parent / f"{stem.name}-{n}.png"
-        figures.append((p, _save(fig, path, f"{t.paper_table}, {p.label} (preset {t.preset})")))
+        figures.append((p, _save(fig, path, f"{t.paper_table}, {p.label} (preset {t.preset})", t.synthetic)))
     return figures
 
 
@@ -124,13 +124,16 @@ def plot_heatmap(t: TableReport, path: Path) -> Optional[Path]:
         ax.set_ylabel(t.heatmap["rows"])
         ax.set_title(ds)
         fig.colorbar(image, ax=ax, label=f"{t.heatmap['metric']}: with − without (points)")
-    return _save(fig, path, f"{t.paper_table} (preset {t.preset})")
+    return _save(fig, path, f"{t.paper_table} (preset {t.preset})", t.synthetic)
 
 
-def _save(fig, path: Path, title: str) -> Path:
+def _save(fig, path: Path, title: str, synthetic: bool = False) -> Path:
     import matplotlib.pyplot as plt
 
-    fig.suptitle(title)
+    if synthetic:
+        fig.suptitle(title + "\nSYNTHETIC DATA: not results", color="#b00")
+    else:
+        fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
