@@ -128,11 +128,17 @@ class EvalSpec:
     batch_size: int = option(500, doc="evaluation batch", min=1)
     adversarial: bool = option(True, doc="measure adversarial_robustness")
     certified_eps: Optional[float] = option(None, doc="IBP-certified robustness at this eps", min=0)
+    masking_checks: Optional[bool] = option(None, doc="gradient-masking checks (eps 1.0, 5x the steps, transfer "
+                                                      "from the standard twin); unset: on")
+    masking_images: Optional[int] = option(None, doc="the fixed seeded test subset of the masking checks and the "
+                                                     "trigger saliency; unset: 200", min=1)
+    saliency: Optional[bool] = option(None, doc="trigger_saliency_share and saliency.safetensors; unset: on")
 
 
 # Fields added after 0.2.0 whose unset value (None) changes nothing: left out of the digest then
 # (a kinded section's option only where the section's kind has it: the watermark's ``pattern``).
-ADDED_LATER = (("model", "from_scratch"), ("data", "holdout_per_class"), ("trigger", "pattern"))
+ADDED_LATER = (("model", "from_scratch"), ("data", "holdout_per_class"), ("trigger", "pattern"),
+               ("eval", "masking_checks"), ("eval", "masking_images"), ("eval", "saliency"))
 
 
 @dataclass
