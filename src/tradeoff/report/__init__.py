@@ -20,23 +20,28 @@ from tradeoff.report.csvfile import csv_text
 from tradeoff.report.htmlpage import html_page
 from tradeoff.report.markdown import markdown_text
 from tradeoff.report.paper import paper_values
-from tradeoff.report.plots import plot_tradeoff
+from tradeoff.report.plots import plot_saliency, plot_tradeoff
 from tradeoff.runs import write_text_atomic
 
 __all__ = ["build_reports", "paper_values", "write_report"]
 
 
 def write_report(folder: str | Path, dest: str | Path | None = None) -> list[Path]:
-    """report.md, report.csv, report.html and one trade-off PNG per table with pairs."""
+    """report.md, report.csv, report.html, one trade-off PNG per table with pairs and one saliency
+PNG per table whose paired runs saved their saliency maps."""
     tables = build_reports(folder)
     dest = Path(dest) if dest else Path(folder)
     dest.mkdir(parents=True, exist_ok=True)
-    plots = {}
+    plots, figures = {}, {}
     for t in tables:
         png = plot_tradeoff(t, dest / f"tradeoff-{t.id}-{t.preset}.png")
         if png is not None:
             plots[t.key] = png
+        png = plot_saliency(t, Path(folder), dest / f"saliency-{t.id}-{t.preset}.png")
+        if png is not None:
+            figures[t.key] = png
     paths = [dest / "report.md", dest / "report.csv", dest / "report.html"]
-    for path, text in zip(paths, (markdown_text(tables, plots), csv_text(tables), html_page(tables, plots))):
+    texts = (markdown_text(tables, plots, figures), csv_text(tables), html_page(tables, plots, figures))
+    for path, text in zip(paths, texts):
         write_text_atomic(path, text)
-    return paths + list(plots.values())
+    return paths + list(plots.values()) + list(figures.values())

@@ -9,7 +9,8 @@ from typing import Optional
 
 from tradeoff.report.collect import Entry, TableReport
 from tradeoff.report.layout import (COMPARISON_HEADERS, COST_HEADERS, caption, collapse_mark, comparison_rows,
-                                     cost_line, cost_rows, fmt_number, fmt_spread, fmt_status, grid_layout)
+                                     cost_line, cost_rows, fmt_number, fmt_spread, fmt_status, grid_layout,
+                                     masking_mark, saliency_line)
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #bbb;padding:3px 8px}
@@ -22,6 +23,8 @@ def _html_cell(e: Optional[Entry]) -> str:
         return "<td></td>"
     if e.values:
         ours = html.escape(fmt_spread(e))
+        if e.masking:
+            ours += f'<span class="miss">{html.escape(masking_mark(e))}</span>'
         if e.collapsed:
             ours += f'<span class="miss">{html.escape(collapse_mark(e))}</span>'
     else:
@@ -54,8 +57,14 @@ def _simple_table(title: str, headers: list, rows: list) -> str:
     return f"<table><caption>{html.escape(title)}</caption><tr>{head}</tr>{trs}</table>"
 
 
-def html_page(tables: list[TableReport], plots: dict) -> str:
-    """The whole page; ``plots`` maps a table's key to its PNG (embedded)."""
+def _image(alt: str, png) -> str:
+    data = base64.b64encode(png.read_bytes()).decode()
+    return f'<img alt="{alt}" src="data:image/png;base64,{data}">'
+
+
+def html_page(tables: list[TableReport], plots: dict, figures: dict | None = None) -> str:
+    """The whole page; ``plots`` and ``figures`` map a table's key to its trade-off and saliency
+    PNGs (embedded)."""
     body = ["<h1>Reproduction report</h1>",
             "<p>Each table in the paper's layout; every cell shows our value and, in grey parentheses, "
             "the paper's.</p>"]
@@ -74,8 +83,9 @@ def html_page(tables: list[TableReport], plots: dict) -> str:
         if t.costs:
             body.append(_simple_table(cost_line(t), COST_HEADERS, cost_rows(t)))
         if t.key in plots:
-            data = base64.b64encode(plots[t.key].read_bytes()).decode()
-            body.append(f'<img alt="trade-off plot" src="data:image/png;base64,{data}">')
+            body.append(_image("trade-off plot", plots[t.key]))
+        if t.key in (figures or {}):
+            body.append(f"<p>{html.escape(saliency_line(t))}</p>" + _image("saliency figure", figures[t.key]))
         if t.notes:
             body.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in t.notes) + "</ul>")
     return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>tradeoff report</title>"

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from tradeoff.report.collect import TableReport
 from tradeoff.report.layout import (COMPARISON_HEADERS, COST_HEADERS, caption, comparison_rows, cost_line, cost_rows,
-                                     fmt_entry, grid_layout)
+                                     fmt_entry, grid_layout, saliency_line)
 from tradeoff.tables import markdown_table
 
 
-def markdown_text(tables: list[TableReport], plots: dict) -> str:
-    """The whole page; ``plots`` maps a table's key to its PNG (linked by file name)."""
+def markdown_text(tables: list[TableReport], plots: dict, figures: dict | None = None) -> str:
+    """The whole page; ``plots`` and ``figures`` map a table's key to its trade-off and saliency
+    PNGs (linked by file name)."""
     out = ["# Reproduction report", "",
            "Each table in the paper's layout; every cell shows our value and, in parentheses, the paper's. "
            "Each with/without pair the paper compares (adversarial training or not, IBP or not, a defence or "
@@ -27,6 +28,8 @@ def markdown_text(tables: list[TableReport], plots: dict) -> str:
                     markdown_table(comparison_rows(t), COMPARISON_HEADERS), ""]
         if t.key in plots:
             out += [f"![trade-off plot]({plots[t.key].name})", ""]
+        if t.key in (figures or {}):
+            out += [saliency_line(t), "", f"![saliency figure]({figures[t.key].name})", ""]
         if t.costs:
             out += [cost_line(t), "", markdown_table(cost_rows(t), COST_HEADERS), ""]
         if t.notes:
