@@ -97,12 +97,14 @@ def test_imagenet_paper_cells_require_released_weights_or_a_deliberate_from_scra
 
 
 def test_fields_added_later_leave_earlier_digests_alone_until_set():
-    """model.from_scratch and data.holdout_per_class (added after 0.2.0) are left out of the digest
-    while unset, so cells swept before them keep their digests (a hash of the spec without the
-    fields); set, they count."""
+    """model.from_scratch, data.holdout_per_class and the eval section's masking_checks,
+    masking_images and saliency (added after 0.2.0) are left out of the digest while unset, so
+    cells swept before them keep their digests (a hash of the spec without the fields); set, they
+    count."""
     spec = Spec()
     d = spec.to_dict()
     del d["name"], d["snapshots"], d["model"]["from_scratch"], d["data"]["holdout_per_class"]
+    del d["eval"]["masking_checks"], d["eval"]["masking_images"], d["eval"]["saliency"]
     d["data"].pop("root")
     d["data"].pop("workers", None)
     assert spec.digest() == hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -111,3 +113,7 @@ def test_fields_added_later_leave_earlier_digests_alone_until_set():
     spec = Spec()
     spec.data.holdout_per_class = 100
     assert spec.digest() != Spec().digest()
+    for key, value in (("masking_checks", False), ("masking_images", 50), ("saliency", False)):
+        spec = Spec()
+        setattr(spec.eval, key, value)
+        assert spec.digest() != Spec().digest()
