@@ -146,7 +146,7 @@ def test_trigger_saliency_share_on_a_linear_model_by_hand():
     trigger = make_trigger(section("trigger", size=1), SHAPE)
     s = trigger_saliency(model, data, trigger, target=2, shape=SHAPE, device="cpu", batch_size=5)
     w = linear.weight[2].detach().abs()
-    assert s.share == pytest.approx(float(w[15] / w.sum()), rel=1e-5)
+    assert s.share == pytest.approx(float(w[15] / w.sum()), abs=1e-6)
     assert s.images == 8  # labels 0 and 1 only
     assert s.tensors["images"].shape == (4, *SHAPE)
     assert torch.allclose(s.tensors["abs_gradients"][0].flatten(), w)
