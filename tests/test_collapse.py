@@ -58,7 +58,7 @@ def _write(path, spec):
 
 def test_report_leaves_collapsed_seeds_out_of_means_and_says_so(tmp_path):
     """Three seeds of one cell, one collapsed: the mean is over the two others (hand computed),
-    the cell is marked, a note counts the collapsed seed, and the trade-off pair ignores it."""
+    the cell is marked, a note counts the collapsed seed, and the with/without pair ignores it."""
     out = tmp_path / "sweep"
     grid = grids.expand(grids.load_table("table1a"), "smoke", seeds=3, datasets=["mnist"],
                         only=["standard", "adv-training"])
@@ -78,9 +78,12 @@ def test_report_leaves_collapsed_seeds_out_of_means_and_says_so(tmp_path):
     assert main(["report", str(out)]) == 0
     md = (out / "report.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith("| Adv. Training |"))
-    assert "70.0 ± 14.1 [1 collapsed]" in row  # (80 + 60) / 2; sample std of {80, 60}
+    # (80 + 60) / 2; sample std of {80, 60}; the 2-seed t interval [-57.1, 197.1] cut to [0, 100]
+    assert "70.0 ± 14.1 [0.0, 100.0] [1 collapsed]" in row
     assert "training collapsed on 1 of 3 seed(s) (seed 1)" in md
-    assert "| 20.0 → 70.0 |" in md  # the pair's means leave the collapsed seed out too
+    # the pair's paired difference leaves the collapsed seed out too: seeds 0 and 2, +70 and +30
+    pair = next(line for line in md.splitlines() if line.startswith("| MNIST | Backdoor Success rate |"))
+    assert "| +50.0 |" in pair and pair.split("|")[-3].strip() == "2"
     table = list(csv.DictReader(open(out / "report.csv")))
     cell = next(r for r in table if r["setting"] == "Adv. Defense=Adv. Training"
                 and r["metric"] == "Backdoor Success rate" and r["dataset"] == "MNIST")

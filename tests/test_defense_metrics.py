@@ -20,6 +20,7 @@ from tradeoff.config import load_spec
 from tradeoff.experiment import run_experiment
 from tradeoff.metrics import defence_effectiveness_rating
 
+from test_defenses_runfolder import TINY
 from test_defenses_spectral import defend, planted, synthetic_run
 
 
@@ -155,13 +156,6 @@ def test_a_failing_ica_falls_back_to_principal_components(monkeypatch):
     assert max((split.clusters == truth).mean(), (split.clusters != truth).mean()) == 1.0
 
 
-TINY = {
-    "data": {"dataset": "digits"},
-    "trigger": {"kind": "sticker", "size": 2},
-    "poison": {"method": "dirty-label", "fraction_of_training_set": 0.05},
-    "train": {"epochs": 2, "batch_size": 50},
-    "eval": {"adversarial": False},
-}
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ def _fake_sweep(out, extra=None):
 def test_report_layout_and_numbers(tmp_path, capsys):
     """Table 2(b) in the paper's layout (rows: defence; columns: dataset, trigger size, metric),
     our mean ± sample std [95% t interval] over seeds beside the paper's value, checked against hand
-    computations (10% and 20% -> 15.0 ± 7.1, half-width t(0.975, 1) x 7.07 / sqrt(2) = 63.5;
+    computations (10% and 20% -> 15.0 ± 7.1, half-width t(0.975, 1) x 7.07 / sqrt(2) = 63.5, cut to [0, 100];
     50% and 70% -> 60.0 ± 14.1); the standard/adversarial pair's paired difference (+40, +50 ->
     +45.0, interval [-18.5, +108.5]) is inconclusive; missing, failed and skipped cells are marked;
     CSV, self-contained HTML and a PNG plot are written."""
@@ -67,8 +67,9 @@ def test_report_layout_and_numbers(tmp_path, capsys):
     sd_adv = math.sqrt(((50 - 60) ** 2 + (70 - 60) ** 2) / 1)
     t_975_1 = 12.7062047  # Student's t quantile, 1 degree of freedom (printed tables)
     half, half_adv = t_975_1 * sd2 / math.sqrt(2), t_975_1 * sd_adv / math.sqrt(2)
-    assert rows["None"][0] == f"15.0 ± {sd2:.1f} [{15 - half:.1f}, {15 + half:.1f}] (15.0)"
-    assert rows["Adv. Training"][0] == f"60.0 ± {sd_adv:.1f} [{60 - half_adv:.1f}, {60 + half_adv:.1f}] (62.5)"
+    # a percentage's interval is cut to [0, 100]
+    assert rows["None"][0] == f"15.0 ± {sd2:.1f} [0.0, {15 + half:.1f}] (15.0)"
+    assert rows["Adv. Training"][0] == f"60.0 ± {sd_adv:.1f} [0.0, 100.0] (62.5)"
     assert rows["None"][1] == "5.0 (12.2)"  # one of two seeds done: no spread
     assert rows["Adv. Training"][1] == "error (57.0)"
     assert rows["None"][2] == "– (47.1)"  # CIFAR-10 not swept
@@ -86,7 +87,7 @@ def test_report_layout_and_numbers(tmp_path, capsys):
     assert (row["table"], row["metric"], float(row["paper"])) == ("Table 2 (b)", "Backdoor Success rate", 15.0)
     assert float(row["ours_mean"]) == 15.0 and abs(float(row["ours_std"]) - sd2) < 1e-3 and row["n_seeds"] == "2"
     assert len(table) == 12  # the paper's 12 cells of Table 2(b), nothing else
-    assert abs(float(row["ci_low"]) - (15 - half)) < 1e-3 and row["ci_method"] == "t"
+    assert float(row["ci_low"]) == 0.0 and abs(float(row["ci_high"]) - (15 + half)) < 1e-3 and row["ci_method"] == "t"
     pair = next(r for r in rows_csv if r["kind"] == "pair" and r["n_seeds"] == "2")
     assert (float(pair["ours_mean"]), pair["verdict"]) == (45.0, "inconclusive")
     assert [r["verdict"] for r in rows_csv if r["kind"] == "summary"] == [
@@ -209,6 +210,30 @@ def test_a_pair_without_paper_values_takes_the_papers_direction_elsewhere():
     assert by_metric[textbook].paper_source == "CIFAR10" and by_metric[textbook].verdict == "opposite"
 
 
+def test_phase_diagram_heatmap_and_the_smallest_significant_eps(tmp_path):
+    """The phase table's report: a heatmap PNG of the backdoor success rate difference (adversarial
+    minus standard) and, per sticker size, the smallest eps whose 3-seed interval excludes 0
+    (size 1: the 0.25x differences +1, -1, +3 include 0, the 0.5x ones +30, +32, +31 do not)."""
+    out = tmp_path / "sweep"
+    grid = grids.expand(grids.load_table("phase"), "smoke", seeds=3, datasets=["mnist"])
+    asr = {"size1-standard": [0.10, 0.12, 0.08], "size1-eps025x": [0.11, 0.11, 0.11],
+           "size1-eps05x": [0.40, 0.44, 0.39], "size2-standard": [0.1, 0.1, 0.1], "size2-eps025x": [0.1, 0.1, 0.1]}
+    for c in grid.cells:
+        if c.slug in asr:
+            run = out / c.run_name
+            run.mkdir(parents=True)
+            (run / "spec.yaml").write_text(c.spec.to_yaml())
+            (run / "metrics.json").write_text(json.dumps({
+                "accuracy": 0.9, "adversarial_robustness": 0.5, "backdoor_success_rate": asr[c.slug][c.seed],
+                "spec_digest": c.digest}))
+    write_manifest(out, grid, {}, {})
+    assert main(["report", str(out)]) == 0
+    assert (out / "heatmap-phase-smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "report.md").read_text()
+    assert "![phase diagram](heatmap-phase-smoke.png)" in md
+    assert "- MNIST, Trigger Size=1 x 1: significant from Eps=0.5x on (+31.0 points, [+28.5, +33.5])." in md
+    assert "- MNIST, Trigger Size=2 x 2: the difference is significant at no eps." in md
+    assert "phase" not in grids.paper_table_ids()  # a table beyond the paper: not in `tradeoff sweep all`
 
 def test_masking_warnings_are_marked_and_saliency_figures_drawn(tmp_path, capsys):
     """Table 1(a): a run whose gradient-masking checks warned marks its adversarial-robustness

@@ -36,7 +36,7 @@ from tradeoff.spec import Spec
     ({"trigger": {"kind": "sticker", "amplitude": 0.1}},
      "'trigger.amplitude' is an option of trigger 'watermark', not of 'sticker'"),
     ({"poison": {"method": "dirty-label", "fraction_of_target_class": 0.5}},
-     "'poison.fraction_of_target_class' is an option of poisoning method 'clean-label', not of 'dirty-label'"),
+     "'poison.fraction_of_target_class' is an option of poisoning method 'clean-label' or 'label-consistent', not of 'dirty-label'"),
 ])
 def test_bad_specs_are_one_clear_sentence(raw, message):
     with pytest.raises(TradeoffError, match=message):
@@ -97,13 +97,14 @@ def test_imagenet_paper_cells_require_released_weights_or_a_deliberate_from_scra
 
 
 def test_fields_added_later_leave_earlier_digests_alone_until_set():
-    """model.from_scratch, data.holdout_per_class and the eval section's masking_checks,
-    masking_images and saliency (added after 0.2.0) are left out of the digest while unset, so
-    cells swept before them keep their digests (a hash of the spec without the fields); set, they
-    count."""
+    """model.from_scratch, data.holdout_per_class, eval.every_steps, eval.curve_images and the
+    masking options eval.masking_checks, eval.masking_images and eval.saliency (added after 0.2.0)
+    are left out of the digest while unset or at their defaults, so cells swept before them keep
+    their digests (a hash of the spec without the fields); set, they count."""
     spec = Spec()
     d = spec.to_dict()
     del d["name"], d["snapshots"], d["model"]["from_scratch"], d["data"]["holdout_per_class"]
+    del d["eval"]["every_steps"], d["eval"]["curve_images"]
     del d["eval"]["masking_checks"], d["eval"]["masking_images"], d["eval"]["saliency"]
     d["data"].pop("root")
     d["data"].pop("workers", None)

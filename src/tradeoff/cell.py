@@ -12,12 +12,14 @@ from tradeoff.experiment import run_experiment
 from tradeoff.preemption import Preempted
 
 
-def run_cell(spec_dict: dict, out: str, run_name: str) -> dict:
+def run_cell(spec_dict: dict, out: str, run_name: str, tensorboard: str | None = None) -> dict:
     """Run (or resume) one cell; returns {"metrics": ..., "seconds": ...}, {"error": one line,
-    "trace": ...}, or {"preempted": message} when a stop request ended it after a snapshot."""
+    "trace": ...}, or {"preempted": message} when a stop request ended it after a snapshot.
+    ``tensorboard``: the folder its learning curve is streamed to (TensorBoard run ``run_name``)."""
     start = time.perf_counter()
     try:
-        outcome = run_experiment(spec_from_dict(spec_dict), out, show_progress=False, run_name=run_name, resume=True)
+        outcome = run_experiment(spec_from_dict(spec_dict), out, show_progress=False, run_name=run_name, resume=True,
+                                 tensorboard=tensorboard)
     except Preempted as e:
         return {"preempted": str(e)}
     except TradeoffError as e:

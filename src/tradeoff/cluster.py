@@ -58,10 +58,10 @@ class CellJob(submitit.helpers.Checkpointable):
     """One cell as a submitit job. Requeued (by submitit calling ``checkpoint``, inherited: the
     same call again) it resumes its run folder from the newest snapshot."""
 
-    def __call__(self, spec_dict: dict, out: str, run_name: str) -> dict:
+    def __call__(self, spec_dict: dict, out: str, run_name: str, tensorboard: str | None = None) -> dict:
         if submitit.JobEnvironment().num_tasks > 1:
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        answer = run_cell(spec_dict, out, run_name)
+        answer = run_cell(spec_dict, out, run_name, tensorboard)
         if "preempted" in answer:
             # The snapshot is written; hand the signal to submitit's handler (restored once the
             # run ended), which requeues this job through checkpoint().
@@ -91,12 +91,12 @@ def executor_for(out: Path, options: ClusterOptions) -> submitit.core.core.Pickl
     return ex
 
 
-def submit(cells: list, out: Path, options: ClusterOptions) -> list:
+def submit(cells: list, out: Path, options: ClusterOptions, tensorboard: str | None = None) -> list:
     """Submit one job per cell (a job array); the jobs, in the cells' order. The job ids are
     recorded in ``out/cluster-jobs.json`` for ``tradeoff sweep --status``."""
     ex = executor_for(out, options)
     jobs = ex.map_array(CellJob(), [c.spec.to_dict() for c in cells], [str(out)] * len(cells),
-                        [c.run_name for c in cells])
+                        [c.run_name for c in cells], [tensorboard] * len(cells))
     record_jobs(out, {c.run_name: job.job_id for c, job in zip(cells, jobs)}, options.executor)
     return jobs
 

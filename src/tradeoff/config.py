@@ -20,6 +20,7 @@ from tradeoff import training, triggers  # noqa: F401
 from tradeoff.backdoor_defenses import check_entry
 from tradeoff.errors import TradeoffError
 from tradeoff.options import build, close_match
+from tradeoff.poisoning import perturbs_images
 from tradeoff.registry import registry_of
 from tradeoff.spec import SECTIONS, Spec, kinded_sections, renamed_key
 
@@ -154,6 +155,9 @@ def spec_from_dict(raw: dict) -> Spec:
         raise TradeoffError("this protocol fine-tunes released weights: set model.checkpoint to a file (for "
                             "ImageNet, torchvision's ResNet-50 weights, a v1.5 ResNet), or model.from_scratch=true "
                             "to train from scratch on purpose.")
+    if perturbs_images(spec.poison) and data.DATASETS.get(spec.data.dataset).streamed:
+        raise TradeoffError(f"poison.method {spec.poison.method!r} perturbs the training images in memory before "
+                            f"stamping, so the streamed dataset {spec.data.dataset!r} is not supported.")
     if spec.model.from_scratch and spec.model.checkpoint:
         raise TradeoffError("model.from_scratch is true but model.checkpoint is set; choose one.")
     return spec

@@ -16,14 +16,13 @@ from pathlib import Path
 
 import torch
 import yaml
-from safetensors.torch import load_file
 
 from tradeoff.backdoor_defenses import check_entry, metric_prefix, try_backdoor_defense
 from tradeoff.checkpoints import load_state
 from tradeoff.config import spec_from_dict
 from tradeoff.device import pick_device, seed_everything
 from tradeoff.errors import TradeoffError
-from tradeoff.experiment import prepare
+from tradeoff.experiment import prepare, saved_poison
 from tradeoff.handoff import TrainedRun
 from tradeoff.models import build_model
 from tradeoff.runs import read_run, save_tensors_atomic, write_summary, write_text_atomic
@@ -42,8 +41,8 @@ def load_trained_run(run_dir: Path, data_root: str | None = None, device: str | 
     spec = spec_from_dict(raw)
     dev = pick_device(device or spec.train.device)
     seed_everything(spec.seed)
-    data = prepare(spec, dev)
-    saved = load_file(str(run_dir / "poison.safetensors"))
+    saved = saved_poison(run_dir)
+    data = prepare(spec, dev, saved_images=saved.get("images"))
     if not (torch.equal(saved["indices"], data.plan.indices) and torch.equal(saved["corners"], data.plan.corners)):
         raise TradeoffError(f"the poisoning re-derived from {run_dir}/spec.yaml does not match its poison.safetensors "
                             "(different dataset files or code version?); refusing to defend a different data set.")

@@ -8,12 +8,14 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from tradeoff import distributed, snapshots
 from tradeoff.adversarial_defenses import adversarial_defense_label, make_objective
 from tradeoff.backdoor_defenses import metric_prefix, try_backdoor_defense
 from tradeoff.data import load_data
 from tradeoff.config import differing_fields, read_yaml, spec_from_dict
+from tradeoff.curves import CURVE_FILE, LearningCurve, TensorBoardSink, curve_subset
 from tradeoff.device import pick_device, seed_everything
 from tradeoff.errors import TradeoffError
 from tradeoff.handoff import PoisonedData, TrainedRun
@@ -27,37 +29,57 @@ from tradeoff.runs import RunFolder, write_summary
 from tradeoff.saliency import FILE_NAME as SALIENCY_FILE, trigger_saliency
 from tradeoff.snapshots import Snapshotter
 from tradeoff.spec import Spec
+from tradeoff.surrogate import perturb_poisons
 from tradeoff.training import train_model
 from tradeoff.triggers import make_trigger
 
 
-def prepare(spec: Spec, device: torch.device) -> PoisonedData:
-    """Data, trigger and the poisoned training set (shared by training and `tradeoff defend`)."""
+def prepare(spec: Spec, device: torch.device, log=lambda message: None,
+            saved_images: torch.Tensor | None = None) -> PoisonedData:
+    """Data, trigger and the poisoned training set (shared by training and `tradeoff defend`).
+    ``saved_images``: the perturbed images a run folder kept (label-consistent poisoning)."""
     bundle = load_data(spec.data, spec.seed)
     trigger = make_trigger(spec.trigger, bundle.shape)
     plan = plan_poison(bundle.train.targets, spec.poison, trigger, bundle.num_classes, spec.seed)
+    plan = perturb_poisons(spec, bundle.train, plan, bundle.num_classes, device, log, saved_images)
     return PoisonedData(train=bundle.train.poisoned(plan, trigger, device), test=bundle.test, plan=plan,
                         trigger=trigger, target=spec.poison.target, num_classes=bundle.num_classes,
                         shape=bundle.shape, streamed=bundle.streamed, holdout=bundle.holdout)
 
 
+def learning_curve(spec: Spec, data: PoisonedData, device, ctx, folder: RunFolder | None,
+                   board: Path | None) -> LearningCurve:
+    """The run's learning curve on its fixed test subset, written to ``curve.csv`` in the run
+    folder and streamed to TensorBoard (``board``) as its points come."""
+    sinks = []
+    if folder is not None:
+        sinks.append(lambda curve, new: folder.write_text(CURVE_FILE, curve.csv_text()))
+    if board is not None and ctx.is_main:
+        sinks.append(TensorBoardSink(board))
+    return LearningCurve(curve_subset(data.test, spec.eval, spec.seed), data.trigger, data.target, spec.eval, device,
+                         spec.seed, spec.train.precision, ctx, sinks)
+
+
 def run_experiment(spec: Spec, out_dir: str | Path | None = None, show_progress: bool = True,
                    echo: bool = False, run_name: str | None = None, resume: bool = False,
-                   restart: bool = False) -> TrainedRun:
+                   restart: bool = False, tensorboard: str | Path | None = None) -> TrainedRun:
     """Run ``spec``; with ``out_dir``, record it in ``out_dir/<run_name or spec.name>/``, writing
     snapshots there as ``spec.snapshots`` says. ``resume`` continues that folder if it is
     unfinished (from its newest good snapshot); ``restart`` starts an unfinished one over.
-    SIGTERM, SIGUSR1 or SIGUSR2 during training write a snapshot and raise :class:`Preempted`."""
+    SIGTERM, SIGUSR1 or SIGUSR2 during training write a snapshot and raise :class:`Preempted`.
+    ``tensorboard``: a folder where the learning curve (``eval.every_steps``) is streamed to the
+    TensorBoard run ``<run_name or spec.name>``."""
     spec = resolve(spec)
     ctx, _ = distributed.setup(pick_device(spec.train.device))
     run_dir = Path(out_dir) / (run_name or spec.name) if out_dir is not None else None
+    board = Path(tensorboard) / (run_name or spec.name) if tensorboard is not None else None
     if not ctx.is_main:  # data-parallel run: only rank 0 shows progress and writes the run folder
         with StopRequests() as stop:
             return _shared(_run(spec, None, False, False, stop, run_dir), ctx)
     if run_dir is None:
-        return _shared(_run(spec, None, show_progress, echo), ctx)
+        return _shared(_run(spec, None, show_progress, echo, board=board), ctx)
     with RunFolder(run_dir, resume, restart) as folder, StopRequests() as stop:
-        run = _run(spec, folder, show_progress, echo, stop, run_dir)
+        run = _run(spec, folder, show_progress, echo, stop, run_dir, board)
         run.run_dir = folder.path
     write_summary(Path(out_dir))
     return _shared(run, ctx)
@@ -70,6 +92,13 @@ def _shared(run: TrainedRun, ctx) -> TrainedRun:
     if ctx.active and not run.spec.backdoor_defenses:
         run.metrics, run.run_dir = distributed.broadcast_object((run.metrics, run.run_dir), ctx)
     return run
+
+
+def saved_poison(run_dir: Path | None) -> dict:
+    """A run folder's ``poison.safetensors`` (indices, corners, and the perturbed images of a
+    label-consistent run), or nothing."""
+    path = Path(run_dir) / "poison.safetensors" if run_dir is not None else None
+    return load_file(str(path)) if path is not None and path.is_file() else {}
 
 
 def check_same_spec(folder: RunFolder, spec: Spec) -> None:
@@ -101,7 +130,7 @@ def diagnose(model, data: PoisonedData, spec: Spec, device, warn) -> tuple[dict,
             out["masking_seconds"] = round(time.perf_counter() - start, 2)
             for sentence in split_warnings(out[WARNINGS_KEY]):
                 warn(sentence)
-        if spec.eval.saliency is not False:
+        if spec.eval.saliency:
             start = time.perf_counter()
             salient = trigger_saliency(model, masking_subset(data.test, spec.eval.masking_images), data.trigger,
                                        data.target, data.shape, device, spec.eval.batch_size)
@@ -111,9 +140,10 @@ def diagnose(model, data: PoisonedData, spec: Spec, device, warn) -> tuple[dict,
 
 
 def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool,
-         stop: StopRequests | None = None, run_dir: Path | None = None) -> TrainedRun:
+         stop: StopRequests | None = None, run_dir: Path | None = None, board: Path | None = None) -> TrainedRun:
     """The pipeline. ``folder``: the run folder rank 0 writes; ``run_dir``: its path, where every
-    rank of a data-parallel run reads the snapshot to resume from and takes part in writing them."""
+    rank of a data-parallel run reads the snapshot to resume from and takes part in writing them;
+    ``board``: the TensorBoard run (rank 0) the learning curve is streamed to."""
     def log(message: str) -> None:
         if folder is not None:
             folder.log(message)
@@ -141,7 +171,8 @@ def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool,
         raise TradeoffError(f"{snapshot_file} was written by {len(resume.rng)} process(es); resume it with as many "
                             f"(this run has {ctx.world}), or pass --restart.")
     seed_everything(spec.seed)
-    data = prepare(spec, device)
+    saved = saved_poison(run_dir) if resume is not None else {}
+    data = prepare(spec, device, log, saved.get("images"))
     held = f" ({len(data.holdout)} clean training images held out for the defences)" if data.holdout is not None else ""
     log(f"{spec.data.dataset}: {len(data.train)} training / {len(data.test)} test images{held}; "
         f"{spec.poison.method} poisoning of {len(data.poisoned_indices)} images, target {data.target}")
@@ -150,14 +181,24 @@ def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool,
     batches = data.train.batches(spec.train.batch_size, spec.seed, device, ctx.rank, ctx.world,
                                  augment=spec.data.augment)
     if folder is not None:
-        folder.save_tensors("poison.safetensors", {"indices": data.plan.indices, "corners": data.plan.corners})
+        perturbed = {"images": data.plan.images} if data.plan.images is not None else {}
+        folder.save_tensors("poison.safetensors", {"indices": data.plan.indices, "corners": data.plan.corners,
+                                                   **perturbed})
     snapshotter = None
     if run_dir is not None:
         snapshotter = Snapshotter(run_dir, spec.snapshots, spec.digest(), log,
                                   stop_requested=lambda: stop is not None and stop.requested, ctx=ctx)
-    result = train_model(model, batches, make_objective(spec), spec.train, device, log, show_progress, ctx=ctx,
-                         snapshotter=snapshotter, resume=resume)
-    log(f"trained {result.steps} steps in {result.seconds:.1f} s")
+    if board is not None and not spec.eval.every_steps:
+        warn("--tensorboard streams the learning curve, and this run measures none (eval.every_steps is 0)")
+    curve = learning_curve(spec, data, device, ctx, folder, board) if spec.eval.every_steps else None
+    try:
+        result = train_model(model, batches, make_objective(spec), spec.train, device, log, show_progress, ctx=ctx,
+                             snapshotter=snapshotter, resume=resume, curve=curve)
+    finally:
+        if curve is not None:
+            curve.close()
+    log(f"trained {result.steps} steps in {result.seconds:.1f} s"
+        + (f" (and {result.curve_seconds:.1f} s measuring {len(curve.points)} learning-curve points)" if curve else ""))
     if folder is not None:
         folder.save_tensors("model.safetensors", model.state_dict())
         folder.mark("evaluation")
@@ -195,6 +236,7 @@ def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool,
         "train_seconds": round(result.seconds, 2),
         "train_images_per_second": round(result.steps * spec.train.batch_size / max(result.seconds, 1e-9), 1),
         "eval_seconds": round(eval_seconds, 2),
+        **({"curve_seconds": round(result.curve_seconds, 2)} if curve is not None else {}),
         **diagnostics,
         "spec_digest": spec.digest(),
     }

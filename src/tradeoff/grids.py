@@ -72,6 +72,7 @@ class TableDef:
     metrics: list
     layout_rows: list
     beyond: bool = False  # not one of the paper's tables: `tradeoff sweep all` leaves it out
+    heatmap: dict = field(default_factory=dict)  # {rows, columns, metric}: the report's phase diagram
     base: dict = field(default_factory=dict)
     by_dataset: dict = field(default_factory=dict)
     presets: dict = field(default_factory=dict)
@@ -80,7 +81,7 @@ class TableDef:
 
 
 _TABLE_KEYS = {"id", "table", "title", "datasets", "layout", "metrics", "base", "by_dataset", "cells", "presets",
-               "compare", "beyond"}
+               "compare", "beyond", "heatmap"}
 _CELL_KEYS = {"setting", "slug", "set", "datasets", "by_dataset", "twin", "metrics"}
 
 
@@ -144,12 +145,17 @@ def parse_table(raw: dict, source: str = "") -> TableDef:
         if not (isinstance(pair, list) and len(pair) == 2 and all(m in metric_names for m in pair)):
             raise TradeoffError(f"{where}: 'compare' entries are [without metric, with metric] pairs of the "
                                 f"table's metrics, not {pair!r}.")
+    heatmap = raw.get("heatmap") or {}
+    if heatmap and (set(heatmap) != {"rows", "columns", "metric"}
+                    or heatmap["metric"] not in metric_names):
+        raise TradeoffError(f"{where}: 'heatmap' is {{rows: setting key, columns: setting key, metric: a metric "
+                            f"of the table}}, not {heatmap!r}.")
     layout = raw.get("layout") or {}
     return TableDef(id=str(raw["id"]), table=str(raw["table"]), title=str(raw.get("title", raw["table"])),
                     datasets=list(raw.get("datasets") or []), cells=cells, metrics=table_metrics or [],
                     layout_rows=list(layout.get("rows") or []), base=raw.get("base") or {},
                     by_dataset=raw.get("by_dataset") or {}, presets=raw.get("presets") or {}, source=source,
-                    compare=[list(p) for p in compare], beyond=bool(raw.get("beyond", False)))
+                    compare=[list(p) for p in compare], beyond=bool(raw.get("beyond", False)), heatmap=dict(heatmap))
 
 
 def _norm(name: str) -> str:

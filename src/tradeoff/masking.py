@@ -31,7 +31,6 @@ from tradeoff.attacks import perturb
 from tradeoff.device import autocast_for
 from tradeoff.spec import AttackSpec, EvalSpec
 
-MASKING_IMAGES = 200  # eval.masking_images unset
 MASKING_SEED = 0  # the subset is the same whatever the run's seed: twins are checked on the same images
 EPS1_LIMIT = 0.01  # robustness under the cube-covering attack must stay below this
 STEPS_FACTOR = 5
@@ -40,15 +39,13 @@ WARNINGS_KEY = "masking_warnings"
 
 
 def checks_on(eval_spec: EvalSpec) -> bool:
-    """Whether an evaluation runs the checks: unset ``eval.masking_checks`` means on, and only an
-    adversarial evaluation has an attack to check."""
-    return eval_spec.adversarial and eval_spec.masking_checks is not False
+    """Whether an evaluation runs the checks: only an adversarial evaluation has an attack to check."""
+    return eval_spec.adversarial and eval_spec.masking_checks
 
 
-def masking_subset(test_set, n: int | None):
-    """The first ``n`` (unset: :data:`MASKING_IMAGES`) of a :data:`MASKING_SEED`-seeded
-    permutation of the test set (the whole set when it is smaller), in index order."""
-    n = MASKING_IMAGES if n is None else n
+def masking_subset(test_set, n: int):
+    """The first ``n`` of a :data:`MASKING_SEED`-seeded permutation of the test set (the whole set
+    when it is smaller), in index order."""
     if n >= len(test_set):
         return test_set
     g = torch.Generator().manual_seed(MASKING_SEED)

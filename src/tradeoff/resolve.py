@@ -7,6 +7,7 @@ import dataclasses
 
 from tradeoff.adversarial_defenses import OBJECTIVES
 from tradeoff.data import DATASETS, Protocol
+from tradeoff.poisoning import perturbs_images
 from tradeoff.spec import AttackSpec, Spec
 
 
@@ -29,6 +30,10 @@ def resolve(spec: Spec) -> Spec:
         train_attack = dataclasses.replace(train_attack, norm=forced_norm)
     spec.adversarial_defense = dataclasses.replace(d, attack=resolve_attack(train_attack, defaults))
     spec.eval = dataclasses.replace(spec.eval, attack=resolve_attack(spec.eval.attack, defaults))
+    if perturbs_images(spec.poison):  # label-consistent: the budget of the perturbation before stamping
+        options = spec.poison.options
+        spec.poison = dataclasses.replace(spec.poison, options=dataclasses.replace(
+            options, perturbation=resolve_attack(options.perturbation, defaults)))
     return spec
 
 

@@ -2,8 +2,8 @@
 
 A snapshot holds the model, the optimiser, the gradient scaler, the step, the epoch and the
 position in that epoch's batch order, the partial sums of the epoch's log line, the training
-objective's own state (free training's carried perturbation) and every random generator the
-rest of the run draws from (Python, NumPy, torch CPU and CUDA, the batches' augmentation).
+objective's own state (free training's carried perturbation), the learning curve so far and every
+random generator the rest of the run draws from (Python, NumPy, torch CPU and CUDA, the batches' augmentation).
 Tensors are safetensors entries; everything else is JSON in the file's metadata: nothing is
 unpickled. A file is written under a temporary name and renamed, so a kill during a write leaves
 the previous snapshots intact; a truncated or corrupt file is skipped for the one before it.
@@ -46,6 +46,8 @@ class TrainState:
     scaler: dict
     objective: list  # per rank: name -> tensor
     rng: list = field(default_factory=list)  # per rank: see capture_rng
+    curve: list = field(default_factory=list)  # the learning curve's points so far (tradeoff.curves)
+    curve_seconds: float = 0.0  # time spent measuring them, not counted in ``seconds``
 
 
 def capture_rng(generators: dict[str, torch.Generator]) -> dict:
@@ -102,7 +104,7 @@ def encode(state: TrainState, digest: str) -> tuple[dict, dict]:
             "batch_in_epoch": state.batch_in_epoch, "seconds": state.seconds, "history": state.history,
             "epoch_sums": state.epoch_sums, "optimizer_groups": state.optimizer["param_groups"],
             "optimizer_indices": sorted(state.optimizer["state"]), "optimizer_values": optimizer_values,
-            "scaler": state.scaler, "ranks": ranks}
+            "scaler": state.scaler, "ranks": ranks, "curve": state.curve, "curve_seconds": state.curve_seconds}
     return tensors, meta
 
 
@@ -128,7 +130,8 @@ def decode(tensors: dict, meta: dict) -> TrainState:
                       seconds=meta["seconds"], history=[tuple(h) for h in meta["history"]],
                       epoch_sums=meta["epoch_sums"], model=under("model/"),
                       optimizer={"state": optimizer_state, "param_groups": meta["optimizer_groups"]},
-                      scaler=meta["scaler"], objective=objectives, rng=rngs)
+                      scaler=meta["scaler"], objective=objectives, rng=rngs, curve=meta.get("curve", []),
+                      curve_seconds=meta.get("curve_seconds", 0.0))
 
 
 def snapshot_name(step: int) -> str:

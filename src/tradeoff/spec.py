@@ -128,17 +128,22 @@ class EvalSpec:
     batch_size: int = option(500, doc="evaluation batch", min=1)
     adversarial: bool = option(True, doc="measure adversarial_robustness")
     certified_eps: Optional[float] = option(None, doc="IBP-certified robustness at this eps", min=0)
-    masking_checks: Optional[bool] = option(None, doc="gradient-masking checks (eps 1.0, 5x the steps, transfer "
-                                                      "from the standard twin); unset: on")
-    masking_images: Optional[int] = option(None, doc="the fixed seeded test subset of the masking checks and the "
-                                                     "trigger saliency; unset: 200", min=1)
-    saliency: Optional[bool] = option(None, doc="trigger_saliency_share and saliency.safetensors; unset: on")
+    every_steps: int = option(0, doc="learning curve: the metrics on a fixed test subset every N optimiser "
+                                     "steps (0: off)", min=0)
+    curve_images: int = option(500, doc="learning curve: the size of its fixed, seeded test subset", min=1)
+    masking_checks: bool = option(True, doc="gradient-masking checks (eps 1.0, 5x the steps, transfer from the "
+                                            "standard twin) on adversarial evaluations")
+    masking_images: int = option(200, doc="the fixed seeded test subset of the masking checks and the trigger "
+                                          "saliency", min=1)
+    saliency: bool = option(True, doc="trigger_saliency_share and saliency.safetensors")
 
 
-# Fields added after 0.2.0 whose unset value (None) changes nothing: left out of the digest then
-# (a kinded section's option only where the section's kind has it: the watermark's ``pattern``).
+# Fields added after 0.2.0, each left out of the digest at the value where it changes nothing:
+# None, or the entry's third element (a kinded section's option only where the section's kind has
+# it: the watermark's ``pattern``).
 ADDED_LATER = (("model", "from_scratch"), ("data", "holdout_per_class"), ("trigger", "pattern"),
-               ("eval", "masking_checks"), ("eval", "masking_images"), ("eval", "saliency"))
+               ("eval", "every_steps", 0), ("eval", "curve_images", 500),
+               ("eval", "masking_checks", True), ("eval", "masking_images", 200), ("eval", "saliency", True))
 
 
 @dataclass
@@ -178,8 +183,8 @@ class Spec:
         d = self.to_dict()
         d.pop("name")
         d.pop("snapshots")
-        for section, key in ADDED_LATER:  # at their defaults they leave earlier cells' digests as they were
-            if key in d[section] and d[section][key] is None:
+        for section, key, *off in ADDED_LATER:  # at their defaults they leave earlier cells' digests as they were
+            if key in d[section] and d[section][key] == (off[0] if off else None):
                 d[section].pop(key)
         d["data"].pop("root")
         d["data"].pop("workers", None)

@@ -109,7 +109,8 @@ def write_manifest(out: Path, grid: Grid, availability: dict, failed: dict) -> P
     swept = {c["dataset"] for c in cells if not c.get("skipped")}
     skipped.update({ds: why for ds, why in old.get("skipped", {}).items() if ds not in swept and ds not in skipped})
     data = {"table": t.id, "paper_table": t.table, "title": t.title, "preset": grid.preset,
-            "datasets": t.datasets, "layout_rows": t.layout_rows, "compare": t.compare, "skipped": skipped,
+            "datasets": t.datasets, "layout_rows": t.layout_rows, "compare": t.compare, "heatmap": t.heatmap,
+            "skipped": skipped,
             "cells": cells}
     write_text_atomic(path, json.dumps(data, indent=1) + "\n")
     return path
@@ -179,9 +180,10 @@ def _short_metrics(metrics: dict) -> str:
 def sweep(tables: list[str], preset: str, out: str | Path, seeds: Optional[int] = None,
           datasets: Optional[list] = None, overrides: Optional[list] = None, data_root: Optional[str] = None,
           workers: int = 1, echo: Callable[[str], None] = print, only: Optional[list] = None,
-          cluster: Optional[ClusterOptions] = None) -> SweepResult:
+          cluster: Optional[ClusterOptions] = None, tensorboard: Optional[str] = None) -> SweepResult:
     """Run every cell of ``tables`` not yet done in ``out``: in this process, ``workers``
-    processes, or as cluster jobs (``cluster``, see :mod:`tradeoff.cluster`)."""
+    processes, or as cluster jobs (``cluster``, see :mod:`tradeoff.cluster`). ``tensorboard``: a
+    folder where each cell streams its learning curve (one TensorBoard run per cell)."""
     cluster = cluster or ClusterOptions()
     cluster.check()
     if workers < 1:
@@ -219,9 +221,9 @@ def sweep(tables: list[str], preset: str, out: str | Path, seeds: Optional[int] 
              f"{len(todo)} to run" + (f" on {workers} workers" if workers > 1 and todo else ""))
         try:
             if cluster.executor == "pool":
-                _run_all(list(todo.values()), out, workers, result, total, echo)
+                _run_all(list(todo.values()), out, workers, result, total, echo, tensorboard)
             elif todo:
-                _run_as_jobs(list(todo.values()), out, cluster, result, echo)
+                _run_as_jobs(list(todo.values()), out, cluster, result, echo, tensorboard)
         finally:
             for g in grids:
                 write_manifest(out, g, unavailable, result.failed)
@@ -255,7 +257,7 @@ def check_transfers(out: Path, grids: list[Grid], data_root: Optional[str], resu
             continue
         seen.add(run)
         ev = cell.spec.eval
-        if not ev.adversarial or ev.masking_checks is False:
+        if not ev.adversarial or not ev.masking_checks:
             continue
         metrics = json.loads((out / run / "metrics.json").read_text())
         if TRANSFER_KEY in metrics:
@@ -273,7 +275,8 @@ def check_transfers(out: Path, grids: list[Grid], data_root: Optional[str], resu
              f"(white-box {100 * answer['masking_robustness_same_images']:.1f}%){flag}")
 
 
-def _run_as_jobs(cells: list[GridCell], out: Path, cluster: ClusterOptions, result: SweepResult, echo) -> None:
+def _run_as_jobs(cells: list[GridCell], out: Path, cluster: ClusterOptions, result: SweepResult, echo,
+                 tensorboard: Optional[str] = None) -> None:
     recorded = recorded_jobs(out)
     active = [c for c in cells if c.run_name in recorded and job_state(recorded[c.run_name], out) in ACTIVE_STATES]
     if active:
@@ -282,7 +285,7 @@ def _run_as_jobs(cells: list[GridCell], out: Path, cluster: ClusterOptions, resu
         cells = [c for c in cells if c not in active]
     if not cells:
         return
-    jobs = submit(cells, out, cluster)
+    jobs = submit(cells, out, cluster, tensorboard)
     echo(f"submitted {len(jobs)} job(s) to {cluster.executor} (first job {jobs[0].job_id}); "
          f"follow them with: tradeoff sweep --status {out}")
     if cluster.executor == "slurm":  # the jobs outlive this command; a later sweep or report reads them
@@ -292,11 +295,12 @@ def _run_as_jobs(cells: list[GridCell], out: Path, cluster: ClusterOptions, resu
     _record_answers(answers, out, result, len(result.cached) + len(cells), echo)
 
 
-def _run_all(cells: list[GridCell], out: Path, workers: int, result: SweepResult, total: int, echo) -> None:
+def _run_all(cells: list[GridCell], out: Path, workers: int, result: SweepResult, total: int, echo,
+             tensorboard: Optional[str] = None) -> None:
     if workers == 1 or len(cells) <= 1:
         def in_order():
             for cell in cells:
-                yield cell, run_cell(cell.spec.to_dict(), str(out), cell.run_name)
+                yield cell, run_cell(cell.spec.to_dict(), str(out), cell.run_name, tensorboard)
                 if result.preempted:  # a stop was requested: no new cell starts
                     return
 
@@ -305,7 +309,7 @@ def _run_all(cells: list[GridCell], out: Path, workers: int, result: SweepResult
     threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // workers))
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                              initializer=_init_worker, initargs=(os.getpid(), threads)) as pool:
-        pending = {pool.submit(run_cell, c.spec.to_dict(), str(out), c.run_name): c for c in cells}
+        pending = {pool.submit(run_cell, c.spec.to_dict(), str(out), c.run_name, tensorboard): c for c in cells}
 
         def as_finished():
             while pending:

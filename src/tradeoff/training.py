@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tradeoff import distributed
+from tradeoff.curves import LearningCurve
 from tradeoff.device import autocast_for
 from tradeoff.preemption import Preempted
 from tradeoff.progress import progress_bar
@@ -67,6 +68,7 @@ class TrainResult:
     seconds: float
     final_loss: float
     history: list = field(default_factory=list)  # (epoch, mean loss, mean accuracy on the inputs used)
+    curve_seconds: float = 0.0  # measuring the learning curve, not counted in ``seconds``
 
 
 def total_steps(train_spec, steps_per_epoch: int) -> int:
@@ -83,12 +85,15 @@ def prepare_for_training(model, train_spec, device, ctx=None):
 
 
 def train_model(model, batches, objective, train_spec, device, log=print, show_progress=True,
-                ctx=None, snapshotter: Snapshotter | None = None, resume: TrainState | None = None) -> TrainResult:
+                ctx=None, snapshotter: Snapshotter | None = None, resume: TrainState | None = None,
+                curve: LearningCurve | None = None) -> TrainResult:
     """Run ``objective`` over ``batches`` for the spec's number of steps. ``ctx``: the
     :class:`tradeoff.distributed.DistContext` of a data-parallel run (``batches`` then yields this
     rank's slices and sets ``last_global_size``). With a ``snapshotter`` the loop writes snapshots
     when they are due, at the end of training and when a stop is requested (then it raises
-    :class:`~tradeoff.preemption.Preempted`); ``resume`` continues from a snapshot's state."""
+    :class:`~tradeoff.preemption.Preempted`); ``resume`` continues from a snapshot's state. With a
+    ``curve`` the loop measures its points at step 0, when due and at the last step (after the
+    batch-norm buffers are synchronised), outside the training time."""
     ctx = ctx or distributed.SINGLE
     net = prepare_for_training(model, train_spec, device, ctx)
     memory_format = torch.channels_last if train_spec.channels_last else torch.contiguous_format
@@ -113,16 +118,24 @@ def train_model(model, batches, objective, train_spec, device, log=print, show_p
         restore_rng(resume.rng[ctx.rank], batches.generators())
         step, epoch, first_batch = resume.step, resume.epoch, resume.batch_in_epoch
         history, seconds_before, sums = list(resume.history), resume.seconds, list(resume.epoch_sums[ctx.rank])
+        if curve is not None:
+            curve.restore(resume.curve, resume.curve_seconds)
         log(f"resumed from the snapshot at step {step} (epoch {epoch}, batch {first_batch})")
+    elif curve is not None:
+        curve.record(model, 0)
     start = time.perf_counter()
+    measuring = 0.0  # seconds spent on the curve since ``start``
     bar = progress_bar(total=steps, initial=step, desc="train", unit="step", enabled=show_progress)
 
     def state(batch_in_epoch: int, loss_sum, correct, seen) -> TrainState:
         return TrainState(step=step, epoch=epoch, batch_in_epoch=batch_in_epoch,
-                          seconds=seconds_before + time.perf_counter() - start, history=[list(h) for h in history],
+                          seconds=seconds_before + time.perf_counter() - start - measuring,
+                          history=[list(h) for h in history],
                           epoch_sums=[[float(loss_sum), float(correct), int(seen)]], model=model.state_dict(),
                           optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
-                          objective=[objective.state_dict()], rng=[capture_rng(batches.generators())])
+                          objective=[objective.state_dict()], rng=[capture_rng(batches.generators())],
+                          curve=list(curve.points) if curve is not None else [],
+                          curve_seconds=curve.seconds if curve is not None else 0.0)
 
     while step < steps:
         loss_sum = torch.tensor(sums[0], device=device)
@@ -151,6 +164,8 @@ def train_model(model, batches, objective, train_spec, device, log=print, show_p
             step += 1
             taken += 1
             bar.update(1)
+            if curve is not None and step < steps and curve.due(step):
+                measuring += curve.record(model, step)
             if snapshotter is not None and step < steps:
                 stop, write = snapshotter.decide(step, device)
                 if write:
@@ -166,11 +181,13 @@ def train_model(model, batches, objective, train_spec, device, log=print, show_p
         epoch += 1
     bar.close()
     distributed.sync_buffers(model, ctx)
-    seconds = seconds_before + time.perf_counter() - start
+    if curve is not None and curve.last_step != step:
+        measuring += curve.record(model, step)
+    seconds = seconds_before + time.perf_counter() - start - measuring
     if snapshotter is not None and (resume is None or resume.step < steps):
         # The end of training: what evaluation and the backdoor defences resume from.
         snapshotter.write(state(0, 0.0, 0.0, 0))
         if snapshotter.decide(step, device)[0]:
             raise Preempted(f"stopped on request at the end of training (step {step}), after writing a snapshot")
     return TrainResult(steps=step, seconds=seconds, final_loss=history[-1][1] if history else float("nan"),
-                       history=history)
+                       history=history, curve_seconds=curve.seconds if curve is not None else 0.0)

@@ -66,6 +66,16 @@ class Objective:
         """This objective's part of the ``adversarial_defense`` label in summary.csv."""
         return spec.adversarial_defense.objective
 
+    @classmethod
+    def weighted_label(cls, spec, weight: str) -> str:
+        """The objective's name, with ``-l2`` for the L2 norm and the ``weight`` option when it
+        is not its default (e.g. 'trades-l2-beta1' for ``trades_beta: 1``)."""
+        d = spec.adversarial_defense
+        options = OBJECTIVES.options_or_default(d.objective, d.options)
+        value, default = getattr(options, weight), getattr(type(options), weight)
+        return (d.objective + ("-l2" if d.attack.norm == "l2" else "")
+                + (f"-{weight.split('_')[-1]}{value:g}" if value != default else ""))
+
     def __init__(self, spec):
         self.spec = spec
         self.defense = spec.adversarial_defense

@@ -59,10 +59,7 @@ class MARTTraining(PGDTraining):
     @classmethod
     def label(cls, spec) -> str:
         """'mart', with the norm when L2 and lambda when not the default (e.g. 'mart-lambda6')."""
-        d = spec.adversarial_defense
-        lam = OBJECTIVES.options_or_default("mart", d.options).mart_lambda
-        return ("mart" + ("-l2" if d.attack.norm == "l2" else "")
-                + (f"-lambda{lam:g}" if lam != MARTOptions.mart_lambda else ""))
+        return cls.weighted_label(spec, "mart_lambda")
 
     def loss(self, model, x, y, step):
         adversarial = self.inputs(model, x, y, step)

@@ -71,10 +71,7 @@ class TRADESTraining(Objective):
     @classmethod
     def label(cls, spec) -> str:
         """'trades', with the norm when L2 and beta when not the default (e.g. 'trades-l2-beta1')."""
-        d = spec.adversarial_defense
-        beta = OBJECTIVES.options_or_default("trades", d.options).trades_beta
-        return ("trades" + ("-l2" if d.attack.norm == "l2" else "")
-                + (f"-beta{beta:g}" if beta != TRADESOptions.trades_beta else ""))
+        return cls.weighted_label(spec, "trades_beta")
 
     def inputs(self, model, x, y, step):
         with ATTACK_MODEL_MODES.get(self.defense.attack_model_mode)(model):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from tradeoff.curves import summary_writer_class
 from tradeoff.registry import Registry
 from tradeoff.tables import text_table
 
@@ -27,6 +28,19 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="override a spec field, e.g. --set train.epochs=5 (repeatable)")
     p.add_argument("--data-root", help="folder holding the datasets (default: $TRADEOFF_DATA, else ~/.cache/tradeoff)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    add_tensorboard_option(p)
+
+
+def add_tensorboard_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tensorboard", metavar="DIR",
+                   help="stream each run's learning curve (eval.every_steps) to DIR/<run name> for TensorBoard "
+                        "(needs the [tensorboard] extra; not part of the digest)")
+
+
+def check_tensorboard(folder: str | None) -> None:
+    """With ``--tensorboard``, one sentence before any work when the package is missing."""
+    if folder is not None:
+        summary_writer_class()
 
 
 def with_data_root(overrides: list[str], data_root: str | None) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tradeoff.cli.base import add_run_options, command, print_results, with_data_root
+from tradeoff.cli.base import add_run_options, check_tensorboard, command, print_results, with_data_root
 from tradeoff.config import load_spec
 from tradeoff.distributed import is_main
 from tradeoff.errors import TradeoffError
@@ -27,6 +27,7 @@ def configure_run(p: argparse.ArgumentParser):
         overrides = with_data_root(args.overrides, args.data_root)
         specs = [load_spec(path, overrides) for path in args.specs]  # all validated before any runs
         check_output_folder(Path(args.out))
+        check_tensorboard(args.tensorboard)
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise TradeoffError(f"two specs share a run name ({', '.join(names)}); give each a distinct 'name'.")
@@ -38,7 +39,7 @@ def configure_run(p: argparse.ArgumentParser):
                 results.append((s.name, read_run(folder)[1]))
                 continue
             run = run_experiment(s, args.out, show_progress=not args.quiet, echo=not args.quiet,
-                                 resume=args.resume, restart=args.restart)
+                                 resume=args.resume, restart=args.restart, tensorboard=args.tensorboard)
             results.append((run.run_dir.name if run.run_dir else s.name, run.metrics))
         if is_main():  # under torchrun, rank 0 reports
             print_results(results)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from tradeoff import grids
-from tradeoff.cli.base import command
+from tradeoff.cli.base import add_tensorboard_option, check_tensorboard, command
 from tradeoff.errors import TradeoffError
 from tradeoff.preemption import EXIT_RESUMABLE
 from tradeoff.runs import is_unfinished
@@ -40,6 +40,7 @@ def configure_sweep(p: argparse.ArgumentParser):
                                                     "or resumable; run nothing")
     p.add_argument("--list", action="store_true", help="list the tables and presets, run nothing")
     p.add_argument("--dry-run", action="store_true", help="show the cells and what is done, run nothing")
+    add_tensorboard_option(p)
 
     def handle(args) -> int:
         if args.status:
@@ -72,10 +73,11 @@ def configure_sweep(p: argparse.ArgumentParser):
                              else "unfinished: resumes" if is_unfinished(Path(args.out) / c.run_name) else "to run")
                     print(f"{c.label:50s} {c.digest or '-':12s} {state}")
             return 0
+        check_tensorboard(args.tensorboard)
         cluster = ClusterOptions(args.executor, args.slurm_partition, args.slurm_time, args.gpus_per_cell,
                                  args.nodes_per_cell)
         result = sweep(tables, args.preset, args.out, args.seeds, args.datasets, args.overrides, args.data_root,
-                       args.workers, echo=main_echo, only=args.cells, cluster=cluster)
+                       args.workers, echo=main_echo, only=args.cells, cluster=cluster, tensorboard=args.tensorboard)
         if result.submitted:
             print(f"{len(result.submitted)} cell(s) submitted as jobs; `tradeoff sweep --status {args.out}` follows them, "
                   f"and `tradeoff report {args.out}` reads what has finished.")

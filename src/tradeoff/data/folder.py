@@ -182,6 +182,9 @@ class FolderSet(Dataset):
     def poisoned(self, plan, trigger, device=None) -> "FolderSet":
         """A copy that stamps ``plan.indices`` (at ``plan.corners``) whenever they are read and
         trains on ``plan.labels``."""
+        if plan.images is not None:
+            raise TradeoffError("a poisoning method that changes its chosen images before stamping "
+                                "(label-consistent) needs an in-memory dataset, not a streamed one.")
         out = self._copy()
         slot = np.full(len(self), -1, dtype=np.int64)
         slot[plan.indices.numpy()] = np.arange(len(plan.indices))
@@ -313,4 +316,4 @@ for _name, _what in (("imagenet", "ImageNet (ILSVRC-2012) as class folders"),
                      ("imagefolder", "any folder-per-class image dataset")):
     register(DatasetInfo(_name, functools.partial(load_folder, default_folder=_name), _FOLDER_PROTOCOL,
                          f"{_what}: ROOT/{_name}/train|val/<class>/<image>, streamed, "
-                         f"random-resized crops to data.image_size (224)", options=FolderOptions))
+                         f"random-resized crops to data.image_size (224)", options=FolderOptions, streamed=True))

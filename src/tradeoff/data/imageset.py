@@ -59,12 +59,15 @@ class ImageSet:
         return self.y
 
     def poisoned(self, plan, trigger, device) -> "ImageSet":
-        """The set on ``device`` with the plan's images stamped (batched) and the plan's labels."""
+        """The set on ``device`` with the plan's images stamped (batched) and the plan's labels.
+        Where the plan carries ``images`` (its chosen images as the poisoning method changed them,
+        e.g. perturbed adversarially), those are stamped in place of the originals."""
         x = self.x.to(device)
         if len(plan.indices):
             x = x.clone()
             idx = plan.indices.to(device)
-            x[idx] = trigger.apply(x[idx], plan.corners)
+            chosen = x[idx] if plan.images is None else plan.images.to(device, x.dtype)
+            x[idx] = trigger.apply(chosen, plan.corners)
         return ImageSet(x, plan.labels.to(device))
 
     def without(self, removed: torch.Tensor) -> "ImageSet":

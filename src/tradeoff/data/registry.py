@@ -32,6 +32,7 @@ class DatasetInfo:
     protocol: Protocol
     description: str
     options: Optional[type] = None  # the dataclass of the dataset's own options
+    streamed: bool = False  # read from disk batch by batch (no training images in memory)
 
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset")

@@ -3,17 +3,24 @@
 A method is ``(labels, poison_spec, generator) -> (chosen indices, labels after poisoning)``,
 registered with the dataclass of its options. The poisoned set is fixed before training; the
 ground-truth mask is kept for the backdoor defences.
+
+A method whose options are :class:`PerturbationOptions` (label-consistent poisoning) also changes
+its chosen images before the trigger is stamped: adversarially, against a surrogate model. The
+plan is still drawn from the labels alone; the pipeline then fills ``PoisonPlan.images``
+(:mod:`tradeoff.surrogate`), and the data set stamps those images instead of the originals.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
 from tradeoff.errors import TradeoffError
 from tradeoff.registry import Registry
+from tradeoff.spec import AttackSpec, option
 from tradeoff.triggers import Trigger
 
 
@@ -25,6 +32,27 @@ class PoisonPlan:
     corners: torch.Tensor  # (P,) corner index of each poisoned image's trigger
     labels: torch.Tensor  # (N,) training labels after poisoning
     mask: torch.Tensor  # (N,) bool, True where poisoned
+    images: Optional[torch.Tensor] = None  # (P, C, H, W) the chosen images before stamping, if the method changed them
+
+
+@dataclass
+class PerturbationOptions:
+    """Options of a method that perturbs its chosen images against a surrogate model before the
+    trigger is stamped: PGD within a budget, on the images' true labels, against a model trained
+    briefly on the clean training set (standard training of the spec's model) or loaded."""
+
+    perturbation: AttackSpec = option(factory=AttackSpec, doc="PGD on the surrogate before stamping; unset "
+                                      "fields: the dataset's protocol (Linf 0.3 MNIST, 8/255 CIFAR-10)")
+    surrogate_epochs: int = option(5, doc="standard training of the surrogate on the clean training set", min=1)
+    surrogate_steps: Optional[int] = option(None, doc="the surrogate's optimiser steps; overrides surrogate_epochs",
+                                            min=1)
+    surrogate_checkpoint: Optional[str] = option(None, doc="weights of the spec's model to attack instead "
+                                                 "(safetensors or a weights-only torch file); no training")
+
+
+def perturbs_images(poison_spec) -> bool:
+    """Whether the spec's poisoning method perturbs its chosen images before stamping."""
+    return isinstance(poison_spec.options, PerturbationOptions)
 
 
 POISONING_METHODS: Registry = Registry("poisoning method", plural="poisoning")

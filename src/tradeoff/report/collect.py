@@ -16,6 +16,7 @@ from typing import Optional
 import yaml
 
 from tradeoff.attacks import describe
+from tradeoff.curves import CURVE_FILE, read_curve
 from tradeoff.errors import TradeoffError
 from tradeoff.grids import load_presets
 from tradeoff.masking import WARNINGS_KEY, split_warnings
@@ -49,7 +50,11 @@ class Entry:
 
     @property
     def interval(self) -> Optional[Interval]:
-        return interval(self.values)
+        """The 95% interval of the mean over seeds; a percentage's is cut to [0, 100]."""
+        ci = interval(self.values)
+        if ci is not None and self.percent:
+            ci = dataclasses.replace(ci, low=max(ci.low, 0.0), high=min(ci.high, 100.0))
+        return ci
 
     @property
     def mean(self) -> Optional[float]:
@@ -69,6 +74,11 @@ class Pair:
     paper: dict = field(default_factory=dict)
     runs: dict = field(default_factory=dict)  # role -> the first converged seed's run folder name
     saliency: dict = field(default_factory=dict)  # role -> mean trigger_saliency_share in percent
+    curves: dict = field(default_factory=dict)  # role -> [learning curve of each converged seed with one]
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset}: {self.standard} → {self.adversarial}"
 
 
 @dataclass
@@ -87,6 +97,7 @@ class TableReport:
     attacks: dict = field(default_factory=dict)
     comparisons: list = field(default_factory=list)  # Comparison: the with/without pairs the paper compares
     costs: list = field(default_factory=list)  # CellCost per cell with finished runs
+    heatmap: dict = field(default_factory=dict)  # {rows, columns, metric}: a phase diagram of the comparisons
 
     @property
     def total_seconds(self) -> float:
@@ -102,6 +113,7 @@ class TableReport:
 
 
 EVAL_ATTACK = "eval_attack"  # the run record's key for the evaluation attack's one-line name
+CURVE = "learning_curve"  # the run record's key for its curve.csv points (None without one)
 _ATTACK_FIELDS = {f.name for f in dataclasses.fields(AttackSpec)}
 
 
@@ -132,7 +144,8 @@ def _index_runs(out: Path) -> dict:
         except (OSError, ValueError):
             continue
         digest = metrics.get("spec_digest") or run.name.rsplit("-", 1)[-1]
-        index.setdefault(digest, []).append({**metrics, "run": run.name, EVAL_ATTACK: eval_attack(run)})
+        curve = read_curve(run / CURVE_FILE) if (run / CURVE_FILE).is_file() else None
+        index.setdefault(digest, []).append({**metrics, "run": run.name, EVAL_ATTACK: eval_attack(run), CURVE: curve})
     return index
 
 
@@ -182,6 +195,9 @@ def _pairs(manifest: dict, per_cell: dict, entries: dict) -> list[Pair]:
             rob = [v for v in (_number(m.get(ROBUSTNESS_KEY)) for m in ms) if v is not None]
             if asr:
                 p.ours[role] = (100 * statistics.fmean(asr), 100 * statistics.fmean(rob) if rob else None)
+            curves = [m[CURVE] for m in ms if m.get(CURVE)]
+            if curves:
+                p.curves[role] = curves
             if ms:
                 p.runs[role] = ms[0]["run"]
             shares = [v for v in (_number(m.get(SALIENCY_KEY)) for m in ms) if v is not None]
@@ -280,7 +296,8 @@ def collect(manifest: dict, runs: dict, paper: list[dict]) -> TableReport:
     seeds = sorted({len(e.values) for e in entries.values() if e.values})
     return TableReport(manifest["table"], manifest["paper_table"], manifest.get("title", ""), manifest["preset"],
                        manifest.get("layout_rows") or [], entries, pairs, notes, seeds, attacks,
-                       comparisons(manifest, entries), [cell_cost(key, ms) for key, ms in timed.items()])
+                       comparisons(manifest, entries), [cell_cost(key, ms) for key, ms in timed.items()],
+                       manifest.get("heatmap") or {})
 
 
 @dataclass

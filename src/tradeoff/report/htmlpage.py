@@ -10,7 +10,7 @@ from typing import Optional
 from tradeoff.report.collect import Entry, TableReport
 from tradeoff.report.layout import (COMPARISON_HEADERS, COST_HEADERS, caption, collapse_mark, comparison_rows,
                                      cost_line, cost_rows, fmt_number, fmt_spread, fmt_status, grid_layout,
-                                     masking_mark, saliency_line)
+                                     masking_mark, saliency_line, significance_lines)
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #bbb;padding:3px 8px}
@@ -62,9 +62,11 @@ def _image(alt: str, png) -> str:
     return f'<img alt="{alt}" src="data:image/png;base64,{data}">'
 
 
-def html_page(tables: list[TableReport], plots: dict, figures: dict | None = None) -> str:
-    """The whole page; ``plots`` and ``figures`` map a table's key to its trade-off and saliency
-    PNGs (embedded)."""
+def html_page(tables: list[TableReport], plots: dict, heatmaps: dict | None = None,
+              curves: dict | None = None, saliency: dict | None = None) -> str:
+    """The whole page; ``plots``, ``heatmaps`` and ``saliency`` map a table's key to its PNG
+    (embedded), ``curves`` to its learning-curve figures, (pair, PNG) each."""
+    heatmaps, curves, saliency = heatmaps or {}, curves or {}, saliency or {}
     body = ["<h1>Reproduction report</h1>",
             "<p>Each table in the paper's layout; every cell shows our value and, in grey parentheses, "
             "the paper's.</p>"]
@@ -82,10 +84,15 @@ def html_page(tables: list[TableReport], plots: dict, figures: dict | None = Non
             body.append(_simple_table(f"With/without pairs: {t.verdicts}", COMPARISON_HEADERS, comparison_rows(t)))
         if t.costs:
             body.append(_simple_table(cost_line(t), COST_HEADERS, cost_rows(t)))
-        if t.key in plots:
-            body.append(_image("trade-off plot", plots[t.key]))
-        if t.key in (figures or {}):
-            body.append(f"<p>{html.escape(saliency_line(t))}</p>" + _image("saliency figure", figures[t.key]))
+        for figures, alt in ((plots, "trade-off plot"), (heatmaps, "phase diagram")):
+            if t.key in figures:
+                body.append(_image(alt, figures[t.key]))
+        if t.key in heatmaps:
+            body.append("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in significance_lines(t)) + "</ul>")
+        for pair, png in curves.get(t.key, []):
+            body.append(f"<p>Learning curves, {html.escape(pair.label)}:</p>" + _image("learning curves", png))
+        if t.key in saliency:
+            body.append(f"<p>{html.escape(saliency_line(t))}</p>" + _image("saliency figure", saliency[t.key]))
         if t.notes:
             body.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in t.notes) + "</ul>")
     return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>tradeoff report</title>"

@@ -3,6 +3,7 @@ formatting (intervals and collapse marks included), the caption and the with/wit
 
 from __future__ import annotations
 
+import statistics
 from typing import Optional
 
 from tradeoff.report.collect import Entry, TableReport
@@ -11,6 +12,16 @@ from tradeoff.stats import BOOTSTRAP_FROM
 
 COMPARISON_HEADERS = ["dataset", "metric", "without", "with", "paper: without → with", "ours: with − without",
                       "95% interval", "seeds", "verdict"]
+
+
+def curve_band(curves: list, metric: str) -> tuple[list, list, list]:
+    """(steps, mean, sample std) in percent of ``metric`` over several seeds' learning curves, at
+    the steps every one of them measured; the std is None for a single curve."""
+    steps = sorted(set.intersection(*({p["step"] for p in c if p.get(metric) is not None} for c in curves)))
+    at = [{p["step"]: 100 * p[metric] for p in c if p.get(metric) is not None} for c in curves]
+    means = [statistics.fmean(a[s] for a in at) for s in steps]
+    stds = [statistics.stdev(a[s] for a in at) if len(at) > 1 else None for s in steps]
+    return steps, means, stds
 
 
 def fmt_number(value: Optional[float], percent: bool = True) -> str:
@@ -123,6 +134,46 @@ def cost_line(t: TableReport) -> str:
     runs = sum(c.seeds for c in t.costs)
     return (f"Cost: {t.total_seconds / 3600:.2f} hours over {runs} finished runs (training, evaluation and "
             "backdoor defences, as measured by each run; a run shared with another table counts in both).")
+
+
+def heatmap_grid(t: TableReport) -> dict:
+    """dataset -> (row values, column values, {(row, column): Comparison}) of the table's heatmap:
+    the comparisons of its metric, placed by the setting keys it names (in the table's order)."""
+    if not t.heatmap:
+        return {}
+    grid: dict = {}
+    for c in t.comparisons:
+        if c.metric != t.heatmap["metric"]:
+            continue
+        parts = dict(split_setting(c.with_))
+        row, col = parts.get(t.heatmap["rows"]), parts.get(t.heatmap["columns"])
+        if row is None or col is None:
+            continue
+        rows, cols, cells = grid.setdefault(c.dataset, ([], [], {}))
+        rows += [row] if row not in rows else []
+        cols += [col] if col not in cols else []
+        cells[(row, col)] = c
+    return grid
+
+
+def significance_lines(t: TableReport) -> list[str]:
+    """Per dataset and heatmap column: the first row (the smallest eps, in the table's order) whose
+    difference is significant (its 95% interval excludes 0)."""
+    lines = []
+    rows_key, cols_key = (t.heatmap.get(k) for k in ("rows", "columns"))
+    for ds, (rows, cols, cells) in heatmap_grid(t).items():
+        for col in cols:
+            first = next((r for r in rows if (r, col) in cells and cells[(r, col)].interval is not None
+                          and cells[(r, col)].interval.excludes_zero()), None)
+            if first is None:
+                judged = [cells[(r, col)] for r in rows if (r, col) in cells and cells[(r, col)].interval is not None]
+                why = "at no eps" if judged else "undecided: fewer than 2 seeds finished both cells"
+                lines.append(f"{ds}, {cols_key}={col}: the difference is significant {why}.")
+            else:
+                c = cells[(first, col)]
+                lines.append(f"{ds}, {cols_key}={col}: significant from {rows_key}={first} on "
+                             f"({c.mean:+.1f} points, [{c.interval.low:+.1f}, {c.interval.high:+.1f}]).")
+    return lines
 
 
 def comparison_rows(t: TableReport) -> list[list[str]]:

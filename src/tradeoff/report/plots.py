@@ -1,6 +1,7 @@
-"""The report's figures (PNG): the trade-off plots (adversarial robustness against backdoor success
-rate, each standard cell joined to its adversarially trained twin) and the saliency figures (the
-twins' input gradients on the same triggered test images)."""
+"""The report's figures (PNG): the trade-off plot (adversarial robustness against backdoor success
+rate, each standard cell joined to its adversarially trained twin), the learning curves of each
+such pair, the phase diagram (a heatmap of a metric's paired difference over two setting keys) and
+the saliency figure (each pair's input gradients on the same triggered test images)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Optional
 from safetensors.torch import load_file
 
 from tradeoff.report.collect import TableReport
+from tradeoff.report.layout import curve_band, heatmap_grid
 from tradeoff.report.paper import split_setting
 from tradeoff.saliency import FILE_NAME as SALIENCY_FILE
 
@@ -52,7 +54,87 @@ def plot_tradeoff(t: TableReport, path: Path) -> Optional[Path]:
         ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-    fig.suptitle(f"{t.paper_table}: standard → adversarially trained (preset {t.preset})")
+    return _save(fig, path, f"{t.paper_table}: standard → adversarially trained (preset {t.preset})")
+
+
+CURVE_PANELS = {"accuracy": "clean accuracy (%)", "adversarial_robustness": "adversarial robustness (%)",
+                "backdoor_success_rate": "backdoor success rate (%)"}
+
+
+def plot_curves(t: TableReport, stem: Path) -> list[tuple]:
+    """One learning-curve figure per with/without pair whose runs have curves: clean accuracy,
+    adversarial robustness and backdoor success rate against the optimiser step, the standard run
+    and its adversarially trained twin, the mean over seeds with a band of ± one sample std.
+    Written to ``<stem>-<n>.png``; the (pair, path) of each."""
+    drawable = [p for p in t.pairs if p.curves]
+    if not drawable:
+        return []
+    import matplotlib  # heavy and optional until a table has something to draw
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = []
+    for n, p in enumerate(drawable, 1):
+        fig, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(4.2 * len(CURVE_PANELS), 3.6), squeeze=False)
+        for ax, (metric, label) in zip(axes[0], CURVE_PANELS.items()):
+            for role, setting in (("standard", p.standard), ("adversarial", p.adversarial)):
+                curves = p.curves.get(role)
+                if not curves:
+                    continue
+                steps, means, stds = curve_band(curves, metric)
+                line, = ax.plot(steps, means, marker=".", label=f"{setting} ({len(curves)} seed(s))")
+                if len(curves) > 1:
+                    ax.fill_between(steps, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
+                                    color=line.get_color(), alpha=0.2)
+            ax.set_xlabel("optimiser step")
+            ax.set_ylabel(label)
+            ax.set_ylim(-3, 103)
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=7, loc="best")
+        path = stem.parent / f"{stem.name}-{n}.png"
+        figures.append((p, _save(fig, path, f"{t.paper_table}, {p.label} (preset {t.preset})")))
+    return figures
+
+
+def plot_heatmap(t: TableReport, path: Path) -> Optional[Path]:
+    """The table's heatmap: the paired difference (with minus without, mean over seeds) of its
+    metric, one panel per dataset, each square annotated with the mean and its 95% interval."""
+    grid = heatmap_grid(t)
+    if not any(c.differences for _, _, cells in grid.values() for c in cells.values()):
+        return None
+    import matplotlib  # heavy and optional until a table has something to draw
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(grid), figsize=(1.6 * max(len(g[1]) for g in grid.values()) * len(grid) + 2, 4.5),
+                             squeeze=False)
+    for ax, (ds, (rows, cols, cells)) in zip(axes[0], grid.items()):
+        means = np.full((len(rows), len(cols)), np.nan)
+        for (r, c), comp in cells.items():
+            if comp.mean is not None:
+                means[rows.index(r), cols.index(c)] = comp.mean
+        image = ax.imshow(means, cmap="RdBu_r", vmin=-100, vmax=100, aspect="auto")
+        for (r, c), comp in cells.items():
+            ci = comp.interval
+            text = "" if comp.mean is None else f"{comp.mean:+.0f}"
+            text += f"\n[{ci.low:+.0f}, {ci.high:+.0f}]" if ci is not None else ("\n1 seed" if comp.mean is not None else "")
+            ax.text(cols.index(c), rows.index(r), text, ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(len(cols)), cols)
+        ax.set_yticks(range(len(rows)), rows)
+        ax.set_xlabel(t.heatmap["columns"])
+        ax.set_ylabel(t.heatmap["rows"])
+        ax.set_title(ds)
+        fig.colorbar(image, ax=ax, label=f"{t.heatmap['metric']}: with − without (points)")
+    return _save(fig, path, f"{t.paper_table} (preset {t.preset})")
+
+
+def _save(fig, path: Path, title: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -4,7 +4,7 @@ declares its options and registers itself; every trigger compiles to the one sta
 
 from tradeoff.triggers.base import (CORNERS, TRIGGERS, PatchTrigger, PlacementOptions, Stamp, Trigger,
                                     apply_stamp, make_trigger, patch_box)
-from tradeoff.triggers import channel, sticker, watermark  # noqa: F401  (register the triggers)
+from tradeoff.triggers import blend, channel, sticker, watermark  # noqa: F401  (register the triggers)
 from tradeoff.triggers.sticker import sticker_pattern
 from tradeoff.triggers.watermark import fit_pattern, load_pattern_file
 

@@ -5,7 +5,8 @@ evaluation alike:
 
 A sticker overwrites a patch (mask = patch, fill = pattern), a channel trigger zeroes one colour
 channel inside the patch (mask on that channel, fill = 0), and a watermark is *added* with an
-amplitude and clipped (add = amplitude * P; not alpha blending).
+amplitude and clipped (add = amplitude * P; not alpha blending), and a blend mixes a pattern in
+(mask = alpha everywhere, fill = P).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def apply_stamp(x: torch.Tensor, stamp: Stamp, corners: torch.Tensor) -> torch.T
 
 class Trigger:
     """Builds stamps for any image shape (cached), and stamps batches. A trigger without a
-    placement (image-wide) is stamped the same at every corner index."""
+    placement (image-wide) is stamped the same at every corner index (the blend's training and
+    test stamps, which may differ in alpha, excepted)."""
 
     def __init__(self, options, reference_shape: tuple):
         self.options = options

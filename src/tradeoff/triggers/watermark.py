@@ -85,13 +85,17 @@ class Watermark(Trigger):
     def _base_pattern(self) -> torch.Tensor:
         if getattr(self, "_base", None) is not None:
             return self._base
-        c, h, w = self.reference_shape
-        if self.options.pattern_file:
-            self._base = load_pattern_file(Path(self.options.pattern_file), (c, h, w))
-        else:
-            make = WATERMARK_PATTERNS.get(self.options.pattern or "random", where="trigger.pattern")
-            self._base = make((c, h, w), self.options.pattern_seed)
+        self._base = named_or_file_pattern(self.options, self.reference_shape)
         return self._base
+
+
+def named_or_file_pattern(options, shape: tuple) -> torch.Tensor:
+    """A (C, H, W) pattern in [0, 1] from options with ``pattern_file`` (a user's file), else
+    ``pattern`` (a generated one by name; unset: random) and ``pattern_seed``."""
+    if options.pattern_file:
+        return load_pattern_file(Path(options.pattern_file), tuple(shape))
+    make = WATERMARK_PATTERNS.get(options.pattern or "random", where="trigger.pattern")
+    return make(tuple(shape), options.pattern_seed)
 
 
 def load_pattern_file(path: Path, shape: tuple) -> torch.Tensor:
