@@ -19,7 +19,7 @@ from tradeoff.curves import CURVE_FILE, LearningCurve, TensorBoardSink, curve_su
 from tradeoff.device import pick_device, seed_everything
 from tradeoff.errors import TradeoffError
 from tradeoff.handoff import PoisonedData, TrainedRun
-from tradeoff.masking import WARNINGS_KEY, checks_on, masking_checks, masking_subset, split_warnings
+from tradeoff.masking import MASKING_SEED, WARNINGS_KEY, checks_on, masking_checks, masking_subset, split_warnings
 from tradeoff.metrics import collapse_reason, evaluate
 from tradeoff.models import model_for
 from tradeoff.poisoning import plan_poison
@@ -123,7 +123,7 @@ def diagnose(model, data: PoisonedData, spec: Spec, device, warn) -> tuple[dict,
     maps: dict = {}
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(0)
+        torch.manual_seed(MASKING_SEED)
         if checks_on(spec.eval):
             start = time.perf_counter()
             out.update(masking_checks(model, data.test, data.shape, spec.eval, device, spec.train.precision))
