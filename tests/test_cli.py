@@ -71,7 +71,7 @@ def test_run_writes_a_complete_folder_and_summary(tmp_path, capsys):
     assert main(["run", str(spec), "--out", str(tmp_path / "out"), "--quiet", *_sets(TINY)]) == 0
     folder = tmp_path / "out" / "tiny"
     assert sorted(p.name for p in folder.iterdir()) == ["log.txt", "metrics.json", "model.safetensors",
-                                                        "poison.safetensors", "spec.yaml"]
+                                                        "poison.safetensors", "saliency.safetensors", "spec.yaml"]
     metrics = json.loads((folder / "metrics.json").read_text())
     for key in ("accuracy", "adversarial_robustness", "backdoor_success_rate", "backdoor_success_rate_true_label"):
         assert 0.0 <= metrics[key] <= 1.0

@@ -234,3 +234,39 @@ def test_phase_diagram_heatmap_and_the_smallest_significant_eps(tmp_path):
     assert "- MNIST, Trigger Size=1 x 1: significant from Eps=0.5x on (+31.0 points, [+28.5, +33.5])." in md
     assert "- MNIST, Trigger Size=2 x 2: the difference is significant at no eps." in md
     assert "phase" not in grids.paper_table_ids()  # a table beyond the paper: not in `tradeoff sweep all`
+
+def test_masking_warnings_are_marked_and_saliency_figures_drawn(tmp_path, capsys):
+    """Table 1(a): a run whose gradient-masking checks warned marks its adversarial-robustness
+    value ("[masking?]", not its other metrics) and puts the sentence in the notes; the pair whose
+    runs saved saliency maps gets a saliency figure, embedded in the HTML, with both trigger
+    saliency shares in its caption."""
+    import torch
+    from safetensors.torch import save_file
+
+    out = tmp_path / "sweep"
+    grid = grids.expand(grids.load_table("table1a"), "smoke", seeds=1, datasets=["mnist"])
+    shares = {"standard": 0.05, "adv-training": 0.40}
+    for c in grid.cells:
+        run = out / c.run_name
+        run.mkdir(parents=True)
+        (run / "spec.yaml").write_text(c.spec.to_yaml())
+        record = {"accuracy": 0.9, "adversarial_robustness": 0.5, "backdoor_success_rate": 0.3,
+                  "spec_digest": c.digest}
+        if c.slug in shares:
+            record["trigger_saliency_share"] = shares[c.slug]
+            save_file({"images": torch.rand(4, 1, 28, 28), "abs_gradients": torch.rand(4, 1, 28, 28),
+                       "region": torch.zeros(1, 28, 28)}, str(run / "saliency.safetensors"))
+        if c.slug == "adv-training":
+            record["masking_warnings"] = "possible gradient masking: a test sentence"
+        (run / "metrics.json").write_text(json.dumps(record))
+    write_manifest(out, grid, {}, {})
+    assert main(["report", str(out)]) == 0
+    assert "saliency-table1a-smoke.png" in capsys.readouterr().out
+    md = (out / "report.md").read_text()
+    row = next(r for r in md.splitlines() if r.startswith("| Adv. Training "))
+    assert row.count("[masking?]") == 1 and "50.0 [masking?]" in row
+    assert "[masking?]" not in next(r for r in md.splitlines() if r.startswith("| None (Std. Training) "))
+    assert "MNIST, Adv. Defense=Adv. Training, seed 0: possible gradient masking: a test sentence" in md
+    assert "standard 5.0% → 40.0%" in md and "![saliency figure](saliency-table1a-smoke.png)" in md
+    page = (out / "report.html").read_text()
+    assert 'alt="saliency figure" src="data:image/png;base64,' in page and "[masking?]" in page

@@ -80,6 +80,9 @@ def test_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path, one_thread):
     assert len(reference) == 3 and len(ref.ran) == 3
     assert any("no-such-defence" in msg for msg in ref.failed.values())
     assert any(n.startswith("skipping imagenet:") and "\n" not in n for n in ref.notes)
+    # once both twins are finished the adversarially trained one gets its transfer check
+    (checked,) = ref.transfer_checked
+    assert "adv-training" in checked and 0 <= reference[checked]["masking_transfer_robustness"] <= 1
 
     out = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -105,6 +108,7 @@ def test_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path, one_thread):
 
     third = sweep([str(table)], "smoke", out, **args)
     assert third.ran == [] and len(third.cached) == 3
+    assert third.transfer_checked == []  # done once, not again
 
 
 def test_sigterm_stops_a_sweep_after_a_snapshot_and_the_next_sweep_resumes(tmp_path, one_thread):

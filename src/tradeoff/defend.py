@@ -26,6 +26,7 @@ from tradeoff.experiment import prepare, saved_poison
 from tradeoff.handoff import TrainedRun
 from tradeoff.models import build_model
 from tradeoff.runs import read_run, save_tensors_atomic, write_summary, write_text_atomic
+from tradeoff.spec import Spec
 
 
 def load_trained_run(run_dir: Path, data_root: str | None = None, device: str | None = None) -> TrainedRun:
@@ -45,14 +46,19 @@ def load_trained_run(run_dir: Path, data_root: str | None = None, device: str | 
     if not (torch.equal(saved["indices"], data.plan.indices) and torch.equal(saved["corners"], data.plan.corners)):
         raise TradeoffError(f"the poisoning re-derived from {run_dir}/spec.yaml does not match its poison.safetensors "
                             "(different dataset files or code version?); refusing to defend a different data set.")
-    model = build_model(spec.model.name, data.shape, data.num_classes, spec.model.width,
-                        spec.adversarial_defense.denoise)
+    model = load_model(run_dir, spec, data.shape, data.num_classes, dev)
+    return TrainedRun(spec, model, metrics, data, dev, run_dir=run_dir)
+
+
+def load_model(run_dir: Path, spec: Spec, shape: tuple, num_classes: int, device) -> torch.nn.Module:
+    """The trained model of a run folder (its spec's model, the weights in model.safetensors),
+    on ``device`` in eval mode."""
+    model = build_model(spec.model.name, shape, num_classes, spec.model.width, spec.adversarial_defense.denoise)
     try:
-        model.load_state_dict(load_state(run_dir / "model.safetensors"))
+        model.load_state_dict(load_state(Path(run_dir) / "model.safetensors"))
     except RuntimeError:
         raise TradeoffError(f"{run_dir}/model.safetensors does not fit model {spec.model.name!r} of its spec.") from None
-    model.to(dev).eval()
-    return TrainedRun(spec, model, metrics, data, dev, run_dir=run_dir)
+    return model.to(device).eval()
 
 
 def defend_run_folder(run_dir: str | Path, entry: dict, data_root: str | None = None, device: str | None = None,

@@ -19,12 +19,14 @@ from tradeoff.curves import CURVE_FILE, LearningCurve, TensorBoardSink, curve_su
 from tradeoff.device import pick_device, seed_everything
 from tradeoff.errors import TradeoffError
 from tradeoff.handoff import PoisonedData, TrainedRun
+from tradeoff.masking import MASKING_SEED, WARNINGS_KEY, checks_on, masking_checks, masking_subset, split_warnings
 from tradeoff.metrics import collapse_reason, evaluate
 from tradeoff.models import model_for
 from tradeoff.poisoning import plan_poison
 from tradeoff.preemption import StopRequests
 from tradeoff.resolve import resolve
 from tradeoff.runs import RunFolder, write_summary
+from tradeoff.saliency import FILE_NAME as SALIENCY_FILE, trigger_saliency
 from tradeoff.snapshots import Snapshotter
 from tradeoff.spec import Spec
 from tradeoff.surrogate import perturb_poisons
@@ -116,6 +118,31 @@ def check_same_spec(folder: RunFolder, spec: Spec) -> None:
                             "resume it with its own spec.yaml, or pass --restart to start it over.")
 
 
+def diagnose(model, data: PoisonedData, spec: Spec, device, warn) -> tuple[dict, dict]:
+    """The gradient-masking checks and the trigger saliency share on the masking subset (each
+    unless the spec turns it off), timed, under their own fixed seed so that they draw nothing
+    from the run's random streams; each masking warning is also logged. Returns (metrics, the
+    saliency maps for the run folder: {} when there are none)."""
+    out: dict = {}
+    maps: dict = {}
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(MASKING_SEED)
+        if checks_on(spec.eval):
+            start = time.perf_counter()
+            out.update(masking_checks(model, data.test, data.shape, spec.eval, device, spec.train.precision))
+            out["masking_seconds"] = round(time.perf_counter() - start, 2)
+            for sentence in split_warnings(out[WARNINGS_KEY]):
+                warn(sentence)
+        if spec.eval.saliency:
+            start = time.perf_counter()
+            salient = trigger_saliency(model, masking_subset(data.test, spec.eval.masking_images), data.trigger,
+                                       data.target, data.shape, device, spec.eval.batch_size)
+            out.update(salient.metrics(), saliency_seconds=round(time.perf_counter() - start, 2))
+            maps = salient.tensors
+    return out, maps
+
+
 def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool,
          stop: StopRequests | None = None, run_dir: Path | None = None, board: Path | None = None) -> TrainedRun:
     """The pipeline. ``folder``: the run folder rank 0 writes; ``run_dir``: its path, where every
@@ -192,6 +219,10 @@ def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool,
         if not echo:  # echo already printed it
             print(f"[{spec.name}] {message}", file=sys.stderr)
 
+    diagnostics, saliency_maps = diagnose(model, data, spec, device, warn) if ctx.is_main else ({}, {})
+    if folder is not None and saliency_maps:
+        folder.save_tensors(SALIENCY_FILE, saliency_maps)
+
     record = {
         "dataset": spec.data.dataset,
         "poisoning_method": spec.poison.method,
@@ -210,6 +241,7 @@ def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool,
         "train_images_per_second": round(result.steps * spec.train.batch_size / max(result.seconds, 1e-9), 1),
         "eval_seconds": round(eval_seconds, 2),
         **({"curve_seconds": round(result.curve_seconds, 2)} if curve is not None else {}),
+        **diagnostics,
         "spec_digest": spec.digest(),
         "synthetic": spec.synthetic,
     }

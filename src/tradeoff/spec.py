@@ -148,6 +148,11 @@ class EvalSpec:
     every_steps: int = option(0, doc="learning curve: the metrics on a fixed test subset every N optimiser "
                                      "steps (0: off)", min=0)
     curve_images: int = option(500, doc="learning curve: the size of its fixed, seeded test subset", min=1)
+    masking_checks: bool = option(True, doc="gradient-masking checks (eps 1.0, 5x the steps, transfer from the "
+                                            "standard twin) on adversarial evaluations")
+    masking_images: int = option(200, doc="the fixed seeded test subset of the masking checks and the trigger "
+                                          "saliency", min=1)
+    saliency: bool = option(True, doc="trigger_saliency_share and saliency.safetensors")
 
 
 # Fields added after 0.2.0, each left out of the digest at the value where it changes nothing, so
@@ -156,7 +161,8 @@ class EvalSpec:
 ADDED_LATER = (("model.from_scratch", None), ("data.holdout_per_class", None), ("trigger.pattern", None),
                ("eval.every_steps", 0), ("eval.curve_images", 500), ("eval.autoattack", None),
                *((f"{section}.attack.{key}", None) for section in ("adversarial_defense", "eval")
-                 for key in ("target_classes", "step_schedule")), ("synthetic", False))
+                 for key in ("target_classes", "step_schedule")), ("synthetic", False),
+               ("eval.masking_checks", True), ("eval.masking_images", 200), ("eval.saliency", True))
 
 
 @dataclass

@@ -30,6 +30,7 @@ from tradeoff.grids import Grid, GridCell, expand, load_table
 from tradeoff.synthetic import FOLDER as SYNTHETIC_FOLDER, SyntheticData, check_not_real
 from tradeoff.runs import (check_output_folder, finished_runs, is_finished, is_unfinished, unfinished_state,
                            write_summary, write_text_atomic, writer_alive)
+from tradeoff.transfer import TRANSFER_KEY, transfer_check
 
 MANIFEST_PREFIX = "sweep-"
 
@@ -41,6 +42,7 @@ class SweepResult:
     cached: list = field(default_factory=list)  # run names found done
     failed: dict = field(default_factory=dict)  # run name or cell label -> message
     notes: list = field(default_factory=list)
+    transfer_checked: list = field(default_factory=list)  # adversarial run names given their transfer check
     preempted: list = field(default_factory=list)  # run names stopped on request, resumable
     submitted: list = field(default_factory=list)  # run names submitted as cluster jobs that outlive the sweep
 
@@ -235,6 +237,7 @@ def sweep(tables: list[str], preset: str, out: str | Path, seeds: Optional[int] 
                 write_manifest(out, g, unavailable, result.failed)
             if finished_runs(out):
                 write_summary(out)
+        check_transfers(out, grids, data_root, result, echo)
     return result
 
 
@@ -242,6 +245,48 @@ def synthetic_data(out: Path, data_root: Optional[str] = None) -> SyntheticData:
     """The generated data of a synthetic sweep into ``out``."""
     check_not_real(data_root)
     return SyntheticData(Path(out).resolve() / SYNTHETIC_FOLDER)
+
+
+def twin_pairs(grids: list[Grid]) -> list[tuple[GridCell, GridCell]]:
+    """(adversarially trained cell, its standard twin) for every cell that names a twin."""
+    pairs = []
+    for g in grids:
+        by_setting = {(c.dataset, c.setting, c.seed): c for c in g.cells}
+        for c in g.cells:
+            twin = by_setting.get((c.dataset, c.twin, c.seed)) if c.twin else None
+            if twin is not None and c.digest and twin.digest:
+                pairs.append((c, twin))
+    return pairs
+
+
+def check_transfers(out: Path, grids: list[Grid], data_root: Optional[str], result: SweepResult, echo) -> None:
+    """The gradient-masking transfer check (:mod:`tradeoff.transfer`) for every adversarially
+    trained cell whose twin is finished too and that has none yet; a check that cannot run is a
+    note, never a failed sweep."""
+    done = done_digests(out)
+    seen = set()
+    for cell, twin in twin_pairs(grids):
+        run, twin_run = done.get(cell.digest), done.get(twin.digest)
+        if run is None or twin_run is None or run in seen:
+            continue
+        seen.add(run)
+        ev = cell.spec.eval
+        if not ev.adversarial or not ev.masking_checks:
+            continue
+        metrics = json.loads((out / run / "metrics.json").read_text())
+        if TRANSFER_KEY in metrics:
+            continue
+        try:
+            answer = transfer_check(out / run, out / twin_run, data_root)
+        except Exception as e:  # noqa: BLE001  a check must not fail a finished sweep
+            note = f"transfer check of {cell.label} failed: {e.__class__.__name__}: {e}"
+            result.notes.append(note)
+            echo(note)
+            continue
+        result.transfer_checked.append(run)
+        flag = f" WARNING: {answer['masking_warnings']}" if answer["masking_warnings"] else ""
+        echo(f"transfer check {cell.label} from {twin.slug}: {100 * answer[TRANSFER_KEY]:.1f}% "
+             f"(white-box {100 * answer['masking_robustness_same_images']:.1f}%){flag}")
 
 
 def _run_as_jobs(cells: list[GridCell], out: Path, cluster: ClusterOptions, result: SweepResult, echo,

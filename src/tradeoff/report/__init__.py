@@ -20,7 +20,7 @@ from tradeoff.report.csvfile import csv_text
 from tradeoff.report.htmlpage import html_page
 from tradeoff.report.markdown import markdown_text
 from tradeoff.report.paper import paper_values
-from tradeoff.report.plots import plot_curves, plot_heatmap, plot_tradeoff
+from tradeoff.report.plots import plot_curves, plot_heatmap, plot_saliency, plot_tradeoff
 from tradeoff.runs import write_text_atomic
 
 __all__ = ["build_reports", "paper_values", "write_report"]
@@ -28,11 +28,12 @@ __all__ = ["build_reports", "paper_values", "write_report"]
 
 def write_report(folder: str | Path, dest: str | Path | None = None) -> list[Path]:
     """report.md, report.csv, report.html, one trade-off PNG per table with pairs, one heatmap
-    PNG per table with a phase diagram and one learning-curve PNG per pair whose runs have curves."""
+    PNG per table with a phase diagram, one learning-curve PNG per pair whose runs have curves and
+    one saliency PNG per table whose paired runs saved their saliency maps."""
     tables = build_reports(folder)
     dest = Path(dest) if dest else Path(folder)
     dest.mkdir(parents=True, exist_ok=True)
-    plots, heatmaps, curves = {}, {}, {}
+    plots, heatmaps, curves, saliency = {}, {}, {}, {}
     for t in tables:
         png = plot_tradeoff(t, dest / f"tradeoff-{t.id}-{t.preset}.png")
         if png is not None:
@@ -43,8 +44,13 @@ def write_report(folder: str | Path, dest: str | Path | None = None) -> list[Pat
         figures = plot_curves(t, dest / f"curves-{t.id}-{t.preset}")
         if figures:
             curves[t.key] = figures
+        png = plot_saliency(t, Path(folder), dest / f"saliency-{t.id}-{t.preset}.png")
+        if png is not None:
+            saliency[t.key] = png
     paths = [dest / "report.md", dest / "report.csv", dest / "report.html"]
-    texts = (markdown_text(tables, plots, heatmaps, curves), csv_text(tables), html_page(tables, plots, heatmaps, curves))
+    texts = (markdown_text(tables, plots, heatmaps, curves, saliency), csv_text(tables),
+             html_page(tables, plots, heatmaps, curves, saliency))
     for path, text in zip(paths, texts):
         write_text_atomic(path, text)
-    return paths + list(plots.values()) + list(heatmaps.values()) + [png for f in curves.values() for _, png in f]
+    return (paths + list(plots.values()) + list(heatmaps.values()) + [png for f in curves.values() for _, png in f]
+            + list(saliency.values()))

@@ -19,6 +19,7 @@ from tradeoff.attacks import describe
 from tradeoff.curves import CURVE_FILE, read_curve
 from tradeoff.errors import TradeoffError
 from tradeoff.grids import load_presets
+from tradeoff.masking import WARNINGS_KEY, split_warnings
 from tradeoff.report.paper import paper_values
 from tradeoff.runs import finished_runs
 from tradeoff.spec import AttackSpec
@@ -26,6 +27,7 @@ from tradeoff.stats import Comparison, Interval, interval, paired, verdict_summa
 from tradeoff.sweep import read_manifests
 
 ASR_KEY, ROBUSTNESS_KEY = "backdoor_success_rate", "adversarial_robustness"
+SALIENCY_KEY = "trigger_saliency_share"
 
 
 @dataclass
@@ -40,6 +42,7 @@ class Entry:
     runs: list = field(default_factory=list)  # the run folders of ``values``
     seeds: list = field(default_factory=list)  # the seed of each of ``values``
     collapsed: int = 0  # seeds whose training collapsed: marked, and left out of ``values``
+    masking: int = 0  # seeds of an adversarial-robustness entry whose gradient-masking checks warned
 
     @property
     def by_seed(self) -> dict:
@@ -69,6 +72,8 @@ class Pair:
     adversarial: str
     ours: dict = field(default_factory=dict)  # role -> (mean ASR, mean robustness) in percent
     paper: dict = field(default_factory=dict)
+    runs: dict = field(default_factory=dict)  # role -> the first converged seed's run folder name
+    saliency: dict = field(default_factory=dict)  # role -> mean trigger_saliency_share in percent
     curves: dict = field(default_factory=dict)  # role -> [learning curve of each converged seed with one]
 
     @property
@@ -194,6 +199,11 @@ def _pairs(manifest: dict, per_cell: dict, entries: dict) -> list[Pair]:
             curves = [m[CURVE] for m in ms if m.get(CURVE)]
             if curves:
                 p.curves[role] = curves
+            if ms:
+                p.runs[role] = ms[0]["run"]
+            shares = [v for v in (_number(m.get(SALIENCY_KEY)) for m in ms) if v is not None]
+            if shares:
+                p.saliency[role] = 100 * statistics.fmean(shares)
             pa = entries.get((p.dataset, setting, "Backdoor Success rate"))
             pr = entries.get((p.dataset, setting, "Adv. Robustness"))
             if pa is not None and pa.paper is not None:
@@ -258,6 +268,10 @@ def collect(manifest: dict, runs: dict, paper: list[dict]) -> TableReport:
                     e.runs.append(found[0]["run"])
                     e.seeds.append(c["seed"])
                     if ROBUSTNESS_KEY in m["keys"]:
+                        warned = split_warnings(found[0].get(WARNINGS_KEY))
+                        e.masking += bool(warned)
+                        notes += [n for n in (f"{ds}, {setting}, seed {c['seed']}: {why}" for why in warned)
+                                  if n not in notes]
                         name = found[0].get(EVAL_ATTACK) or "an attack its spec.yaml does not name"
                         settings = attacks.setdefault(ds, {}).setdefault(name, [])
                         if setting not in settings:

@@ -11,7 +11,7 @@ from tradeoff.report.collect import Entry, TableReport
 from tradeoff.report.layout import (COMPARISON_HEADERS, COST_HEADERS, SYNTHETIC_WARNING, caption, collapse_mark,
                                      comparison_rows,
                                      cost_line, cost_rows, fmt_number, fmt_spread, fmt_status, grid_layout,
-                                     significance_lines)
+                                     masking_mark, saliency_line, significance_lines)
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #bbb;padding:3px 8px}
@@ -25,6 +25,8 @@ def _html_cell(e: Optional[Entry]) -> str:
         return "<td></td>"
     if e.values:
         ours = html.escape(fmt_spread(e))
+        if e.masking:
+            ours += f'<span class="miss">{html.escape(masking_mark(e))}</span>'
         if e.collapsed:
             ours += f'<span class="miss">{html.escape(collapse_mark(e))}</span>'
     else:
@@ -57,11 +59,16 @@ def _simple_table(title: str, headers: list, rows: list) -> str:
     return f"<table><caption>{html.escape(title)}</caption><tr>{head}</tr>{trs}</table>"
 
 
+def _image(alt: str, png) -> str:
+    data = base64.b64encode(png.read_bytes()).decode()
+    return f'<img alt="{alt}" src="data:image/png;base64,{data}">'
+
+
 def html_page(tables: list[TableReport], plots: dict, heatmaps: dict | None = None,
-              curves: dict | None = None) -> str:
-    """The whole page; ``plots`` and ``heatmaps`` map a table's key to its PNG (embedded),
-    ``curves`` to its learning-curve figures, (pair, PNG) each."""
-    heatmaps, curves = heatmaps or {}, curves or {}
+              curves: dict | None = None, saliency: dict | None = None) -> str:
+    """The whole page; ``plots``, ``heatmaps`` and ``saliency`` map a table's key to its PNG
+    (embedded), ``curves`` to its learning-curve figures, (pair, PNG) each."""
+    heatmaps, curves, saliency = heatmaps or {}, curves or {}, saliency or {}
     body = ["<h1>Reproduction report</h1>",
             "<p>Each table in the paper's layout; every cell shows our value and, in grey parentheses, "
             "the paper's.</p>"]
@@ -85,14 +92,13 @@ def html_page(tables: list[TableReport], plots: dict, heatmaps: dict | None = No
             body.append(_simple_table(cost_line(t), COST_HEADERS, cost_rows(t)))
         for figures, alt in ((plots, "trade-off plot"), (heatmaps, "phase diagram")):
             if t.key in figures:
-                data = base64.b64encode(figures[t.key].read_bytes()).decode()
-                body.append(f'<img alt="{alt}" src="data:image/png;base64,{data}">')
+                body.append(_image(alt, figures[t.key]))
         if t.key in heatmaps:
             body.append("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in significance_lines(t)) + "</ul>")
         for pair, png in curves.get(t.key, []):
-            data = base64.b64encode(png.read_bytes()).decode()
-            body.append(f"<p>Learning curves, {html.escape(pair.label)}:</p>"
-                        f'<img alt="learning curves" src="data:image/png;base64,{data}">')
+            body.append(f"<p>Learning curves, {html.escape(pair.label)}:</p>" + _image("learning curves", png))
+        if t.key in saliency:
+            body.append(f"<p>{html.escape(saliency_line(t))}</p>" + _image("saliency figure", saliency[t.key]))
         if t.notes:
             body.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in t.notes) + "</ul>")
     return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>tradeoff report</title>"

@@ -34,6 +34,12 @@ def collapse_mark(e: Entry) -> str:
     return f" [{e.collapsed} collapsed]" if e.collapsed else ""
 
 
+def masking_mark(e: Entry) -> str:
+    """A mark on an adversarial-robustness value whose gradient-masking checks warned (the
+    sentences are in the table's notes)."""
+    return " [masking?]" if e.masking else ""
+
+
 def fmt_spread(e: Entry) -> str:
     """Our mean, with `` ± std [low, high]`` (the 95% interval) where there is more than one seed
     (for an entry with values)."""
@@ -52,7 +58,7 @@ def fmt_status(e: Entry) -> str:
 
 
 def fmt_entry(e: Entry) -> str:
-    ours = fmt_spread(e) + collapse_mark(e) if e.values else fmt_status(e)
+    ours = fmt_spread(e) + masking_mark(e) + collapse_mark(e) if e.values else fmt_status(e)
     return f"{ours} ({fmt_number(e.paper, e.percent)})" if e.paper is not None else ours
 
 
@@ -107,6 +113,15 @@ def attack_lines(t: TableReport) -> list[str]:
             each = "; ".join(f"{name} ({' / '.join(settings)})" for name, settings in used.items())
             lines.append(f"Adv. robustness, {ds}: the cells used different attacks: {each}.")
     return lines
+
+
+def saliency_line(t: TableReport) -> str:
+    """The saliency figure's caption: what it shows, and each pair's trigger saliency shares."""
+    shares = [f"{p.dataset}, {p.adversarial}: standard {p.saliency['standard']:.1f}% → "
+              f"{p.saliency['adversarial']:.1f}%" for p in t.pairs if len(p.saliency) == 2]
+    return ("Input gradients |d logit_target / d x| of each standard model and its adversarially trained twin on "
+            "the same triggered test images (trigger outlined). Share of the gradient mass on the trigger's pixels "
+            "(trigger_saliency_share, mean over seeds): " + ("; ".join(shares) or "not recorded") + ".")
 
 
 COST_HEADERS = ["dataset", "setting", "cell", "seeds", "minutes per seed", "training steps", "training images / s"]

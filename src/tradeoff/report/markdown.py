@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from tradeoff.report.collect import TableReport
 from tradeoff.report.layout import (COMPARISON_HEADERS, COST_HEADERS, SYNTHETIC_WARNING, caption, comparison_rows,
-                                     cost_line, cost_rows, fmt_entry, grid_layout, significance_lines)
+                                     cost_line, cost_rows, fmt_entry, grid_layout, saliency_line, significance_lines)
 from tradeoff.tables import markdown_table
 
 
 def markdown_text(tables: list[TableReport], plots: dict, heatmaps: dict | None = None,
-                  curves: dict | None = None) -> str:
-    """The whole page; ``plots`` and ``heatmaps`` map a table's key to its PNG (linked by file name),
-    ``curves`` to its learning-curve figures, (pair, PNG) each."""
-    heatmaps, curves = heatmaps or {}, curves or {}
+                  curves: dict | None = None, saliency: dict | None = None) -> str:
+    """The whole page; ``plots``, ``heatmaps`` and ``saliency`` map a table's key to its PNG
+    (linked by file name), ``curves`` to its learning-curve figures, (pair, PNG) each."""
+    heatmaps, curves, saliency = heatmaps or {}, curves or {}, saliency or {}
     out = ["# Reproduction report", "",
            "Each table in the paper's layout; every cell shows our value and, in parentheses, the paper's. "
            "Each with/without pair the paper compares (adversarial training or not, IBP or not, a defence or "
@@ -38,6 +38,8 @@ def markdown_text(tables: list[TableReport], plots: dict, heatmaps: dict | None 
             out += [f"![phase diagram]({heatmaps[t.key].name})", ""] + [f"- {line}" for line in significance_lines(t)] + [""]
         for pair, png in curves.get(t.key, []):
             out += [f"Learning curves, {pair.label}:", "", f"![learning curves]({png.name})", ""]
+        if t.key in saliency:
+            out += [saliency_line(t), "", f"![saliency figure]({saliency[t.key].name})", ""]
         if t.costs:
             out += [cost_line(t), "", markdown_table(cost_rows(t), COST_HEADERS), ""]
         if t.notes:

@@ -1,15 +1,19 @@
 """The report's figures (PNG): the trade-off plot (adversarial robustness against backdoor success
 rate, each standard cell joined to its adversarially trained twin), the learning curves of each
-such pair, and the phase diagram (a heatmap of a metric's paired difference over two setting keys)."""
+such pair, the phase diagram (a heatmap of a metric's paired difference over two setting keys) and
+the saliency figure (each pair's input gradients on the same triggered test images)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
 
+from safetensors.torch import load_file
+
 from tradeoff.report.collect import TableReport
 from tradeoff.report.layout import curve_band, heatmap_grid
 from tradeoff.report.paper import split_setting
+from tradeoff.saliency import FILE_NAME as SALIENCY_FILE
 
 
 def plot_tradeoff(t: TableReport, path: Path) -> Optional[Path]:
@@ -134,6 +138,55 @@ def _save(fig, path: Path, title: str, synthetic: bool = False) -> Path:
         fig.suptitle(title + "\nSYNTHETIC DATA: not results", color="#b00")
     else:
         fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_saliency(t: TableReport, folder: Path, path: Path) -> Optional[Path]:
+    """For each standard / adversarially trained pair whose runs both saved ``saliency.safetensors``
+    (the same triggered test images), three rows: the triggered images, the standard model's
+    |d logit_target / d x| and the adversarially trained twin's (summed over channels, each map
+    scaled to its own maximum), the trigger's pixels outlined."""
+    panels = []
+    for p in t.pairs:
+        files = {role: Path(folder) / run / SALIENCY_FILE for role, run in p.runs.items()}
+        if len(files) == 2 and all(f.is_file() for f in files.values()):
+            panels.append((p, {role: load_file(str(f)) for role, f in files.items()}))
+    if not panels:
+        return None
+    import matplotlib  # heavy and optional until a table has something to draw
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = max(len(maps["standard"]["images"]) for _, maps in panels)
+    fig, axes = plt.subplots(3 * len(panels), cols, figsize=(1.8 * cols, 1.9 * 3 * len(panels)), squeeze=False)
+    for k, (p, maps) in enumerate(panels):
+        region = maps["standard"]["region"].amax(0)
+        rows = [("triggered", maps["standard"]["images"], "gray")]
+        for role in ("standard", "adversarial"):
+            share = p.saliency.get(role)
+            label = f"{role}\n{share:.0f}% on trigger" if share is not None else role
+            rows.append((label, maps[role]["abs_gradients"].sum(1, keepdim=True), "inferno"))
+        for r, (label, batch, cmap) in enumerate(rows):
+            for j in range(cols):
+                ax = axes[3 * k + r][j]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if j >= len(batch):
+                    ax.axis("off")
+                    continue
+                img = batch[j]
+                shown = img.permute(1, 2, 0).squeeze(-1) if cmap == "gray" else img[0] / img[0].max().clamp_min(1e-12)
+                ax.imshow(shown.numpy(), cmap=cmap, vmin=0, vmax=1)
+                ax.contour(region.numpy(), levels=[0.5], colors="cyan", linewidths=0.8)
+                if j == 0:
+                    ax.set_ylabel(label, fontsize=7)
+        axes[3 * k][0].set_title(f"{p.dataset}: {p.adversarial}", fontsize=8, loc="left")
+    fig.suptitle(f"{t.paper_table}: input gradients on triggered images (preset {t.preset})", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
