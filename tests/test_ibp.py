@@ -343,3 +343,44 @@ def test_tradeoff_run_of_a_table1b_cells_spec_attacks_as_the_sweep_does(tmp_path
     written = yaml.safe_load((run / "spec.yaml").read_text())
     assert written["eval"]["attack"] == cell.spec.to_dict()["eval"]["attack"]
     assert json.loads((run / "metrics.json").read_text())["spec_digest"] == cell.digest
+
+
+# The cpu preset's MNIST schedule for Table 1(b) (table1b.yaml, presets: cpu: mnist:), the paper's
+# (60,000 steps; warm-up 2,000, ramp 10,000; lr 1e-3 -> 1e-4 at 15,000 -> 1e-5 at 25,000) scaled
+# to a CPU budget.
+CPU_MNIST_SCHEDULE = {"steps": 12000, "warmup": 600, "ramp": 4200, "lr_schedule": [[7200, 1e-4], [9600, 1e-5]]}
+
+
+def test_table1b_cpu_mnist_cells_resolve_to_the_chosen_schedule():
+    """The cpu preset's two MNIST Table 1(b) cells train ibp-small with Adam at lr 1e-3, batch 100,
+    for CPU_MNIST_SCHEDULE's steps and lr schedule (in steps); the IBP cell ramps eps to 0.4 on its
+    warm-up and ramp and is certified at 0.4; the None cell has the same schedule at eps 0."""
+    cells = {c.slug: resolve(c.spec) for c in _table1b_cells("cpu") if c.dataset == "mnist"}
+    assert set(cells) == {"rate5-none", "rate5-ibp"}
+    s = CPU_MNIST_SCHEDULE
+    for slug, spec in cells.items():
+        t, ibp = spec.train, spec.adversarial_defense.options
+        assert (spec.model.name, t.optimizer, t.lr, t.batch_size) == ("ibp-small", "adam", 1e-3, 100), slug
+        assert (t.steps, t.lr_schedule, t.lr_schedule_unit) == (s["steps"], s["lr_schedule"], "steps"), slug
+        assert (ibp.ibp_warmup_steps, ibp.ibp_ramp_steps, ibp.ibp_final_mix) == (s["warmup"], s["ramp"], 0.5), slug
+        assert (spec.data.train_subset, spec.data.test_subset) == (5000, None), slug
+    assert cells["rate5-ibp"].adversarial_defense.options.ibp_eps == 0.4
+    assert cells["rate5-ibp"].eval.certified_eps == 0.4
+    assert cells["rate5-none"].adversarial_defense.options.ibp_eps == 0.0
+
+
+def test_table1b_cpu_mnist_none_cell_trains_nominally():
+    """The cpu preset's MNIST None cell (IBP objective at eps 0) is labelled 'none', and its loss at
+    every phase of the schedule (warm-up, ramp, after the ramp) is exactly the nominal
+    cross-entropy of the model's logits, with no bounds."""
+    (cell,) = [c for c in _table1b_cells("cpu") if (c.dataset, c.slug) == ("mnist", "rate5-none")]
+    spec = resolve(cell.spec)
+    assert adversarial_defense_label(spec) == "none"
+    objective = make_objective(spec)
+    torch.manual_seed(0)
+    model = build_model(spec.model.name, (1, 28, 28), 10)
+    x, y = torch.rand(20, 1, 28, 28), torch.randint(0, 10, (20,))
+    nominal = F.cross_entropy(model(x), y)
+    for step in (0, CPU_MNIST_SCHEDULE["warmup"] + 1, CPU_MNIST_SCHEDULE["steps"] - 1):
+        loss, _, _ = objective.loss(model, x, y, step)
+        assert torch.equal(loss, nominal), step
