@@ -21,6 +21,7 @@ from slow_steps import slow_steps_source
 from tradeoff import distributed
 from tradeoff.errors import TradeoffError
 from tradeoff.experiment import run_experiment
+from tradeoff.metrics import TIMING_KEYS
 from tradeoff.config import load_spec
 from tradeoff.data.batches import InMemoryBatches, global_batches
 
@@ -139,14 +140,13 @@ def test_two_gloo_ranks_killed_and_resumed_match_the_uninterrupted_run(tmp_path)
 COUNTING_LAUNCHER = """import os, sys
 from pathlib import Path
 import tradeoff.experiment
-real = tradeoff.experiment.run_backdoor_defense
+real = tradeoff.experiment.try_backdoor_defense
 def counted(entry, *args, **kwargs):
     with open(Path(__file__).parent / f"calls-{os.environ['RANK']}.txt", "a") as fh:
         fh.write(entry["name"] + "\\n")
     return real(entry, *args, **kwargs)
-tradeoff.experiment.run_backdoor_defense = counted
+tradeoff.experiment.try_backdoor_defense = counted
 from tradeoff.cli import main
-from tradeoff.metrics import TIMING_KEYS
 sys.exit(main(sys.argv[1:]))
 """
 
