@@ -13,3 +13,13 @@ def mnist_root():
     if not root or not os.path.isdir(os.path.join(root, "mnist")):
         pytest.skip("real MNIST not available: set TRADEOFF_DATA to the folder holding mnist/")
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (many small runs are faster so on a shared machine, and some
+    results are compared across processes that use one thread)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -20,13 +20,8 @@ from tradeoff.triggers import make_trigger
 pyautoattack = pytest.importorskip("pyautoattack")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """AutoAttack's many tiny operations run about ten times slower on two threads of a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# AutoAttack's many tiny operations run about ten times slower on two threads of a busy CPU.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_problem(n: int = 60):

@@ -13,7 +13,6 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-import torch
 
 from slow_steps import slow_steps_source
 from tradeoff import grids
@@ -48,14 +47,6 @@ cells:
     set: {adversarial_defense: {objective: no-such-defence}}
 """
 TIMING = set(TIMING_KEYS)
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _runs(out: Path) -> dict:

@@ -80,14 +80,6 @@ def test_cut_names_every_change_and_the_flag_is_in_the_digest(tmp_path):
     assert cuts["train.steps"]["from"] == "90 epochs" and imagenet.cells[0].spec.data.options.workers == 1
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread: the sample's many small cells run faster so on a shared machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def test_synthetic_sample_runs_every_table(tmp_path, monkeypatch, capsys, one_thread):
     """One cell per table and dataset through `tradeoff sweep --synthetic`'s code path: every cell
