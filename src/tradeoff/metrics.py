@@ -38,7 +38,7 @@ COLLAPSE_LOSS_MARGIN = 0.05
 # The record's fields that measure time: they differ between two runs of the same spec, seed,
 # machine and thread count, whose other fields are identical.
 TIMING_KEYS = ("train_seconds", "eval_seconds", "train_images_per_second", "backdoor_defense_seconds",
-               "curve_seconds", "masking_seconds", "saliency_seconds")
+               "curve_seconds", "masking_seconds", "saliency_seconds", "autoattack_seconds")
 
 
 def collapse_reason(accuracy: float, final_loss: float, num_classes: int) -> str | None:

@@ -220,7 +220,7 @@ def unlearn(model, images, masks: torch.Tensor, patterns: torch.Tensor, opts: Cl
     return model
 
 
-def test_split(test_set, fraction: float, seed: int):
+def split_test_set(test_set, fraction: float, seed: int):
     """(defender's clean data, measurement data): a seeded split of the test set (in memory or
     streamed), for runs without a training holdout."""
     perm = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(seed + 2))
@@ -236,7 +236,7 @@ def clean_data(run: TrainedRun, opts: CleanseOptions) -> tuple[object, object, s
     kept out of training and the whole test set measures; otherwise the test set is split."""
     if run.data.holdout is not None:
         return run.data.holdout, run.data.test, f"{len(run.data.holdout)} held-out training images"
-    defender, measure = test_split(run.data.test, opts.holdout_fraction, run.spec.seed)
+    defender, measure = split_test_set(run.data.test, opts.holdout_fraction, run.spec.seed)
     return defender, measure, f"{len(defender)} test images (holdout_fraction {opts.holdout_fraction})"
 
 
