@@ -102,7 +102,13 @@ def setup(device: torch.device) -> tuple[DistContext, torch.device]:
 
 
 def shutdown() -> None:
+    """At exit: every rank waits for the others before the process group goes, so that no rank's
+    gloo threads still talk to a peer that has already torn its side down (an abort at exit)."""
     if dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()
+        except RuntimeError:  # a peer already gone: nothing left to wait for
+            pass
         dist.destroy_process_group()
 
 
