@@ -22,7 +22,7 @@ from tradeoff.metrics import TIMING_KEYS
 from tradeoff.resolve import resolve
 from tradeoff.runs import finished_runs
 import tradeoff.experiment
-from tradeoff.sweep import sweep
+from tradeoff.sweep import seed_major, sweep
 
 TINY_TABLE = """
 id: tiny
@@ -184,6 +184,18 @@ def test_layers_and_shared_cells():
     assert t1["Adv. Defense=None (Std. Training)"] == t2["Adv. Defense=None; Trigger Pos.=Fixed"]
     assert t1["Adv. Defense=Adv. Training"] == t2["Adv. Defense=Adv. Training; Trigger Pos.=Fixed"]
     assert len(set(t1.values())) == len(t1)
+
+
+def test_cells_run_seed_by_seed():
+    """The run queue holds every cell's seed 0 before any seed 1 (a stopped sweep has one seed of
+    everything), with table and cell order kept within a seed: checked against the grids' own order."""
+    cells = [c for t in ("table1a", "table3ab") for c in
+             grids.expand(grids.load_table(t), "cpu", datasets=["mnist"], seeds=3).cells]
+    queue = seed_major(cells)
+    assert [c.seed for c in queue] == sorted(c.seed for c in cells)
+    for seed in range(3):
+        assert [c.label for c in queue if c.seed == seed] == [c.label for c in cells if c.seed == seed]
+    assert queue[0].table == "table1a" and queue[-1].table == "table3ab"
 
 
 def test_every_paper_cell_has_a_config_cell():

@@ -227,11 +227,12 @@ def sweep(tables: list[str], preset: str, out: str | Path, seeds: Optional[int] 
         total = len(result.cached) + len(todo)
         echo(f"{len(defs)} table(s), preset {preset}: {total} run(s), {len(result.cached)} already done, "
              f"{len(todo)} to run" + (f" on {workers} workers" if workers > 1 and todo else ""))
+        queue = seed_major(list(todo.values()))
         try:
             if cluster.executor == "pool":
-                _run_all(list(todo.values()), out, workers, result, total, echo, tensorboard)
-            elif todo:
-                _run_as_jobs(list(todo.values()), out, cluster, result, echo, tensorboard)
+                _run_all(queue, out, workers, result, total, echo, tensorboard)
+            elif queue:
+                _run_as_jobs(queue, out, cluster, result, echo, tensorboard)
         finally:
             for g in grids:
                 write_manifest(out, g, unavailable, result.failed)
@@ -239,6 +240,12 @@ def sweep(tables: list[str], preset: str, out: str | Path, seeds: Optional[int] 
                 write_summary(out)
         check_transfers(out, grids, data_root, result, echo)
     return result
+
+
+def seed_major(cells: list[GridCell]) -> list[GridCell]:
+    """Every cell's first seed before any cell's second (table and cell order kept within a seed):
+    a sweep stopped part way has one seed of every cell, and each later seed adds intervals."""
+    return sorted(cells, key=lambda c: c.seed)
 
 
 def synthetic_data(out: Path, data_root: Optional[str] = None) -> SyntheticData:
