@@ -33,7 +33,7 @@ def _fake_sweep(out, extra=None):
             (run / "metrics.json").write_text(json.dumps({
                 "dataset": "mnist", "accuracy": 0.9, "adversarial_robustness": rob,
                 "backdoor_success_rate": asr, "spec_digest": c.digest, "train_seconds": 100.0 + 20 * c.seed,
-                "eval_seconds": 20.0, "train_steps": 60, "train_images_per_second": 30.0, **(extra or {})}))
+                "eval_seconds": 15.0, "masking_seconds": 5.0, "train_steps": 60, "train_images_per_second": 30.0, **(extra or {})}))
         elif c.slug == "size1-adv-training" and c.seed == 0:
             failed[c.run_name] = "boom"
     write_manifest(out, grid, {}, failed)
@@ -77,7 +77,8 @@ def test_report_layout_and_numbers(tmp_path, capsys):
            f"Trigger Size=2 x 2 | 15.0 → 62.5 | +45.0 | [{45 - half:+.1f}, {45 + half:+.1f}] (t) | 2 | inconclusive |" in md
     assert "With/without pairs: **0 of 2 pairs reproduced (0 opposite, 1 inconclusive, 1 without a verdict)**" in md
     assert "boom" in md
-    # cost: size2-standard's seeds took 120 and 140 s -> 2.2 minutes per seed; 5 runs, 660 s in all
+    # cost: every timed stage counts (training, evaluation 15 s, masking checks 5 s):
+    # size2-standard's seeds took 120 and 140 s -> 2.2 minutes per seed; 5 runs, 660 s in all
     assert "| MNIST | Adv. Defense=None; Trigger Size=2 x 2 | size2-standard | 2 | 2.2 | 60 | 30 |" in md
     assert "Cost: 0.18 hours over 5 finished runs" in md
 

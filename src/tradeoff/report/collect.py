@@ -20,6 +20,7 @@ from tradeoff.curves import CURVE_FILE, read_curve
 from tradeoff.errors import TradeoffError
 from tradeoff.grids import load_presets
 from tradeoff.masking import WARNINGS_KEY, split_warnings
+from tradeoff.metrics import TIMING_KEYS
 from tradeoff.report.paper import paper_values
 from tradeoff.runs import finished_runs
 from tradeoff.spec import AttackSpec
@@ -303,10 +304,13 @@ def collect(manifest: dict, runs: dict, paper: list[dict]) -> TableReport:
                        manifest.get("heatmap") or {}, synthetic)
 
 
+STAGE_SECONDS = tuple(k for k in TIMING_KEYS if k.endswith("_seconds"))  # disjoint stages: their sum is the run's
+
+
 @dataclass
 class CellCost:
-    """What a cell's finished seeds cost: wall seconds (training, evaluation, backdoor defences),
-    optimiser steps and training images per second, means over the seeds."""
+    """What a cell's finished seeds cost: wall seconds (every timed stage: training, evaluation,
+    learning curve, masking checks, saliency, AutoAttack, backdoor defences), optimiser steps and training images per second, means over the seeds."""
 
     dataset: str
     setting: str
@@ -319,8 +323,7 @@ class CellCost:
 
 
 def cell_cost(key: tuple, runs: list) -> CellCost:
-    seconds = [sum(_number(m.get(k)) or 0.0 for k in ("train_seconds", "eval_seconds", "backdoor_defense_seconds"))
-               for m in runs]
+    seconds = [sum(_number(m.get(k)) or 0.0 for k in STAGE_SECONDS) for m in runs]
     rates = [r for r in (_number(m.get("train_images_per_second")) for m in runs) if r is not None]
     return CellCost(*key, len(runs), statistics.fmean(seconds),
                     statistics.fmean(_number(m.get("train_steps")) or 0.0 for m in runs),
