@@ -1,0 +1,111 @@
+"""What a whole sweep costs, summed from measured per-cell times.
+
+Lists the distinct runs a sweep would make (as ``tradeoff sweep --dry-run`` does: cells shared by
+tables run once) and gives each the wall time measured for the same cell, any seed, in finished
+run folders (``--measured``: sweep outputs; a cell's seeds cost the same, so one measured seed
+stands for all). The time of a run is the sum of its timed stages (training, evaluation, learning
+curve, masking checks, saliency, AutoAttack, backdoor defences: the report's cost table), so
+loading data and writing files, a few seconds a run, are left out. The wall time with
+``--workers N`` is the pool's own schedule replayed: the runs in the sweep's order (seed by seed),
+each started on the first free worker.
+
+Measure on a machine doing nothing else, with the sweep's own ``--workers`` and
+OMP_NUM_THREADS=1 (each worker then has one core, as in the measured runs). Runs without a
+measurement are listed and counted apart, never guessed.
+
+    python benchmarks/sweep_cost.py all --preset cpu --datasets mnist --seeds 3 --workers 2 \\
+        --measured sweeps/cpu-seed0 [--markdown results/sweep-cost/cpu-mnist.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import heapq
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+from tradeoff import grids
+from tradeoff.config import spec_from_dict
+from tradeoff.report.collect import STAGE_SECONDS
+from tradeoff.runs import finished_runs
+from tradeoff.sweep import seed_major
+
+
+def any_seed(spec) -> str:
+    """The digest of ``spec`` at seed 0: equal for every seed of one cell."""
+    return dataclasses.replace(spec, seed=0).digest()
+
+
+def run_seconds(metrics: dict) -> float:
+    return sum(float(metrics.get(k) or 0.0) for k in STAGE_SECONDS)
+
+
+def measured_seconds(folders: list[Path]) -> dict[str, list[float]]:
+    """Seed-free digest -> the measured seconds of every finished run of that cell."""
+    times: dict[str, list[float]] = defaultdict(list)
+    for folder in folders:
+        for run in finished_runs(folder):
+            spec = spec_from_dict(yaml.safe_load((run / "spec.yaml").read_text()))
+            times[any_seed(spec)].append(run_seconds(json.loads((run / "metrics.json").read_text())))
+    return times
+
+
+def makespan(durations: list[float], workers: int) -> float:
+    """Wall time of running ``durations`` in order, each on the first worker to be free."""
+    free_at = [0.0] * workers
+    for d in durations:
+        heapq.heappush(free_at, heapq.heappop(free_at) + d)
+    return max(free_at)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("tables", nargs="+", help="table ids or 'all'")
+    p.add_argument("--preset", default="cpu")
+    p.add_argument("--datasets", nargs="+")
+    p.add_argument("--seeds", type=int)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--measured", nargs="+", type=Path, required=True, help="sweep outputs with finished runs")
+    p.add_argument("--markdown", type=Path, help="also write the table here")
+    args = p.parse_args(argv)
+
+    tables = grids.paper_table_ids() if args.tables == ["all"] else args.tables
+    cells = [c for t in tables for c in grids.expand(grids.load_table(t), args.preset, args.seeds, args.datasets).cells
+             if c.spec is not None]
+    distinct = list({c.digest: c for c in reversed(cells)}.values())[::-1]  # first table naming a spec runs it
+    queue = seed_major(distinct)
+    times = measured_seconds(args.measured)
+    per_table: dict[str, list[float]] = defaultdict(list)
+    durations, unmeasured = [], []
+    for c in queue:
+        seen = times.get(any_seed(c.spec))
+        if seen:
+            durations.append(statistics.fmean(seen))
+            per_table[c.table].append(durations[-1])
+        else:
+            unmeasured.append(c.label)
+
+    rows = [f"| {t} | {len(s)} | {sum(s) / 3600:.2f} |" for t, s in sorted(per_table.items())]
+    total = sum(durations)
+    lines = [f"Distinct runs of `{' '.join(args.tables)}` at preset {args.preset}"
+             + (f", datasets {' '.join(args.datasets)}" if args.datasets else "")
+             + (f", {args.seeds} seeds" if args.seeds else "") + f": {len(queue)}; measured: {len(durations)}",
+             "", "| table | runs (first table naming a spec) | core-hours |", "|---|---|---|", *rows, "",
+             f"Summed: {total / 3600:.2f} core-hours; with --workers {args.workers} (the pool's schedule, seed by seed): "
+             f"{makespan(durations, args.workers) / 3600:.2f} hours."]
+    if unmeasured:
+        lines.append(f"Not measured ({len(unmeasured)}, not counted): " + ", ".join(unmeasured))
+    text = "\n".join(lines)
+    print(text)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
