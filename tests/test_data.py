@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tradeoff.data import load_data, pad_crop_flip
+from tradeoff.data.imageset import ImageSet
 from tradeoff.errors import TradeoffError
 from tradeoff.spec import DataSpec
 from tradeoff.synthetic import write_cifar, write_mnist
@@ -82,3 +83,28 @@ def test_pad_crop_flip_matches_a_per_image_reference():
         ref = padded[i, :, oy[i]:oy[i] + 8, ox[i]:ox[i] + 8]
         ref = ref.flip(2) if flip[i] else ref
         assert torch.equal(out[i], ref)
+
+
+def test_pad_crop_without_flip_only_shifts():
+    """flip=False (data.augment_flip: false, for digits): each image is the zero-padded one cropped
+    at its offset and never mirrored (a per-image reference), and a training batch of an
+    ImageSet with augmentation so built is made of such crops."""
+    x = torch.rand(16, 1, 8, 8)
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    out = pad_crop_flip(x, 2, g1, flip=False)
+    oy = torch.randint(0, 5, (16,), generator=g2)
+    ox = torch.randint(0, 5, (16,), generator=g2)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(16):
+        assert torch.equal(out[i], padded[i, :, oy[i]:oy[i] + 8, ox[i]:ox[i] + 8])
+
+    # an asymmetric image: a 1 in the top-left pixel; shifted by at most 2, never mirrored to the right half
+    images = torch.zeros(64, 1, 8, 8)
+    images[:, 0, 0, 0] = 1
+    batch, _ = next(iter(ImageSet(images, torch.zeros(64, dtype=torch.long)).batches(
+        64, seed=0, device="cpu", augment=True, flip=False).epoch(0)))
+    ones = batch[:, 0].nonzero()
+    assert ones[:, 1].max() <= 2 and ones[:, 2].max() <= 2 and len(ones) > 0
+    mirrored, _ = next(iter(ImageSet(images, torch.zeros(64, dtype=torch.long)).batches(
+        64, seed=0, device="cpu", augment=True).epoch(0)))
+    assert mirrored[:, 0, :, 5:].sum() > 0  # with the default flip some land on the right

@@ -99,7 +99,7 @@ def test_imagenet_paper_cells_require_released_weights_or_a_deliberate_from_scra
 def test_fields_added_later_leave_earlier_digests_alone_until_set():
     """model.from_scratch, data.holdout_per_class, eval.every_steps, eval.curve_images,
     eval.autoattack, the attacks' target_classes and step_schedule, synthetic, and the masking options
-    eval.masking_checks, eval.masking_images and eval.saliency (added after 0.2.0) are left
+    eval.masking_checks, eval.masking_images and eval.saliency, and data.augment_flip (added after 0.2.0) are left
     out of the digest while unset or at their defaults, so cells swept before them keep their
     digests (a hash of the spec without the fields); set, they count."""
     spec = Spec()
@@ -108,7 +108,7 @@ def test_fields_added_later_leave_earlier_digests_alone_until_set():
     del d["eval"]["every_steps"], d["eval"]["curve_images"], d["eval"]["autoattack"]
     for section in ("eval", "adversarial_defense"):
         del d[section]["attack"]["target_classes"], d[section]["attack"]["step_schedule"]
-    del d["eval"]["masking_checks"], d["eval"]["masking_images"], d["eval"]["saliency"]
+    del d["eval"]["masking_checks"], d["eval"]["masking_images"], d["eval"]["saliency"], d["data"]["augment_flip"]
     d["data"].pop("root")
     d["data"].pop("workers", None)
     assert spec.digest() == hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -119,6 +119,9 @@ def test_fields_added_later_leave_earlier_digests_alone_until_set():
     assert spec.digest() != Spec().digest()
     spec = Spec()
     spec.eval.attack.target_classes = 9
+    assert spec.digest() != Spec().digest()
+    spec = Spec()
+    spec.data.augment_flip = False
     assert spec.digest() != Spec().digest()
     synthetic = Spec(synthetic=True)
     assert synthetic.digest() != Spec().digest()

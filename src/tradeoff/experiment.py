@@ -183,7 +183,7 @@ def _run(spec: Spec, folder: RunFolder | None, show_progress: bool, echo: bool,
     model = model_for(spec, data.shape, data.num_classes, device)
     distributed.rank_seed(spec.seed, ctx)
     batches = data.train.batches(spec.train.batch_size, spec.seed, device, ctx.rank, ctx.world,
-                                 augment=spec.data.augment)
+                                 augment=spec.data.augment, flip=spec.data.augment_flip)
     if folder is not None:
         perturbed = {"images": data.plan.images} if data.plan.images is not None else {}
         folder.save_tensors("poison.safetensors", {"indices": data.plan.indices, "corners": data.plan.corners,

@@ -34,6 +34,8 @@ class DataSpec:
     train_subset: Optional[int] = option(None, doc="a seeded random subset of the training set", min=1)
     test_subset: Optional[int] = option(None, doc="a seeded random subset of the test set", min=1)
     augment: Optional[bool] = option(None, doc="training augmentation; unset: the dataset's protocol")
+    augment_flip: bool = option(True, doc="with augmentation: mirror each training image left-right with "
+                                          "probability 1/2 (false for digits, whose mirror images are not digits)")
     holdout_per_class: Optional[int] = option(None, doc="the last N training images of each class are kept "
                                                         "out of training, as the defences' clean data", min=1)
     options: Any = None  # the dataset's own options
@@ -162,7 +164,8 @@ ADDED_LATER = (("model.from_scratch", None), ("data.holdout_per_class", None), (
                ("eval.every_steps", 0), ("eval.curve_images", 500), ("eval.autoattack", None),
                *((f"{section}.attack.{key}", None) for section in ("adversarial_defense", "eval")
                  for key in ("target_classes", "step_schedule")), ("synthetic", False),
-               ("eval.masking_checks", True), ("eval.masking_images", 200), ("eval.saliency", True))
+               ("eval.masking_checks", True), ("eval.masking_images", 200), ("eval.saliency", True),
+               ("data.augment_flip", True))
 
 
 @dataclass

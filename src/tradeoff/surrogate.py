@@ -82,7 +82,8 @@ def surrogate_model(spec: Spec, train: ImageSet, num_classes: int, device: torch
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(spec.seed)
         model = model_for(plain, train.shape, num_classes, device)
-        batches = train.batches(plain.train.batch_size, spec.seed, device, augment=bool(spec.data.augment))
+        batches = train.batches(plain.train.batch_size, spec.seed, device, augment=bool(spec.data.augment),
+                                flip=spec.data.augment_flip)
         result = train_model(model, batches, make_objective(plain), plain.train, device, log=lambda message: None,
                              show_progress=False)
     log(f"surrogate: {spec.model.name}, standard training on the clean training set, {result.steps} steps in "

@@ -23,7 +23,8 @@ def retrain_without(run: TrainedRun, removed: torch.Tensor, log, show_progress: 
     kept = data.train.without(removed)
     seed_everything(spec.seed)
     model = model_for(spec, data.shape, data.num_classes, device)
-    batches = kept.batches(spec.train.batch_size, spec.seed, device, augment=spec.data.augment)
+    batches = kept.batches(spec.train.batch_size, spec.seed, device, augment=spec.data.augment,
+                           flip=spec.data.augment_flip)
     result = train_model(model, batches, make_objective(spec), spec.train, device,
                          lambda m: log(f"retrain: {m}"), show_progress)
     log(f"retrain: {result.steps} steps in {result.seconds:.1f} s on {len(kept)} images")

@@ -6,9 +6,11 @@ import torch
 import torch.nn.functional as F
 
 
-def pad_crop_flip(x: torch.Tensor, pad: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
+def pad_crop_flip(x: torch.Tensor, pad: int = 2, generator: torch.Generator | None = None,
+                  flip: bool = True) -> torch.Tensor:
     """Zero-pad by ``pad`` on every side, crop back to the original size at a random offset per
-    image, and flip each image horizontally with probability 1/2. One gather, no Python loop."""
+    image, and (``flip``) flip each image horizontally with probability 1/2. One gather, no
+    Python loop."""
     n, c, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
     dev = x.device
@@ -17,10 +19,11 @@ def pad_crop_flip(x: torch.Tensor, pad: int = 2, generator: torch.Generator | No
     draw = generator.device if generator is not None else dev
     oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=draw).to(dev)
     ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=draw).to(dev)
-    flip = torch.rand(n, generator=generator, device=draw).to(dev) < 0.5
     rows = oy[:, None] + torch.arange(h, device=dev)  # (n, h)
     cols = ox[:, None] + torch.arange(w, device=dev)  # (n, w)
-    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    if flip:
+        mirrored = torch.rand(n, generator=generator, device=draw).to(dev) < 0.5
+        cols = torch.where(mirrored[:, None], cols.flip(1), cols)
     idx_n = torch.arange(n, device=dev)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]  # (n, h, w, c)
     return out.permute(0, 3, 1, 2).contiguous()

@@ -35,9 +35,10 @@ class InMemoryBatches:
     With ``world > 1`` each rank takes its own slice of the same global permutation
     (every rank draws the same permutation from the same seed)."""
 
-    def __init__(self, x, y, batch_size: int, augment: bool, seed: int, rank: int = 0, world: int = 1):
+    def __init__(self, x, y, batch_size: int, augment: bool, seed: int, rank: int = 0, world: int = 1,
+                 flip: bool = True):
         self.x, self.y = x, y
-        self.batch_size, self.augment, self.seed = batch_size, augment, seed
+        self.batch_size, self.augment, self.flip, self.seed = batch_size, augment, flip, seed
         self.rank, self.world = rank, world
         self.steps_per_epoch = len(global_batches(len(y), batch_size, world))
         # Augmentation draws on the data's device (no host round trip per batch).
@@ -54,6 +55,6 @@ class InMemoryBatches:
             idx = idx[self.rank::self.world] if self.world > 1 else idx
             xb, yb = self.x[idx], self.y[idx]
             if self.augment:
-                xb = pad_crop_flip(xb, 2, self._augment_gen)
+                xb = pad_crop_flip(xb, 2, self._augment_gen, self.flip)
             self.last_global_size = stop - start
             yield xb, yb

@@ -110,11 +110,12 @@ def random_resized_box(h: int, w: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
     return (h - ch) // 2, (w - cw) // 2, ch, cw
 
 
-def train_transform(image: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random-resized crop to size x size, then a horizontal flip with probability 1/2."""
+def train_transform(image: torch.Tensor, size: int, generator: torch.Generator | None = None,
+                    flip: bool = True) -> torch.Tensor:
+    """Random-resized crop to size x size, then (``flip``) a horizontal flip with probability 1/2."""
     top, left, ch, cw = random_resized_box(*image.shape[1:], generator=generator)
     out = resize(image[:, top:top + ch, left:left + cw], (size, size))
-    return out.flip(-1) if torch.rand(1, generator=generator).item() < 0.5 else out
+    return out.flip(-1) if flip and torch.rand(1, generator=generator).item() < 0.5 else out
 
 
 def eval_transform(image: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -133,14 +134,15 @@ class FolderSet(Dataset):
     streamed = True
 
     def __init__(self, base: Path, paths: np.ndarray, labels: np.ndarray, classes: list[str],
-                 image_size: int, train: bool, workers: int):
+                 image_size: int, train: bool, workers: int, flip: bool = True):
         self.base, self.paths, self.classes = str(base), paths, classes
-        self.image_size, self.train, self.workers = image_size, train, workers
+        self.image_size, self.train, self.workers, self.flip = image_size, train, workers, flip
         self.targets = torch.from_numpy(labels)  # the files' labels, before any poisoning
         self._labels = labels  # the labels training sees (dirty-label poisoning changes some)
         self._slot = None  # per image: its position in the poison plan, or -1
         self._corners = self._trigger = None
-        self.transform = functools.partial(train_transform if train else eval_transform, size=image_size)
+        self.transform = (functools.partial(train_transform, size=image_size, flip=flip) if train
+                          else functools.partial(eval_transform, size=image_size))
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -173,7 +175,7 @@ class FolderSet(Dataset):
     def _copy(self, idx: np.ndarray | None = None, train: bool | None = None) -> "FolderSet":
         idx = np.arange(len(self)) if idx is None else idx
         out = FolderSet(Path(self.base), self.paths[idx], self._labels[idx], self.classes,
-                        self.image_size, self.train if train is None else train, self.workers)
+                        self.image_size, self.train if train is None else train, self.workers, self.flip)
         out.targets = self.targets[torch.from_numpy(idx)]
         if self._slot is not None:
             out._slot, out._corners, out._trigger = self._slot[idx], self._corners, self._trigger
@@ -212,9 +214,9 @@ class FolderSet(Dataset):
         return self.transform(self.read(i), generator=generator), int(self._labels[i])
 
     def batches(self, batch_size: int, seed: int, device, rank: int = 0, world: int = 1,
-                augment: bool = False) -> "StreamedBatches":
-        """Shuffled training batches (the transform was chosen with the split: ``augment`` is
-        the dataset's own)."""
+                augment: bool = False, flip: bool = True) -> "StreamedBatches":
+        """Shuffled training batches (the transform was chosen with the split: ``augment`` and
+        ``flip`` are the dataset's own)."""
         return StreamedBatches(self, batch_size, seed, device, rank, world)
 
     def loader(self, batch_size: int, device=None, rank: int = 0, world: int = 1):
@@ -303,7 +305,8 @@ def load_folder(root: Path, download: bool, data_spec, default_folder: str) -> D
             raise TradeoffError(f"{where} holds no images (expected <class>/<image> files, e.g. .jpg or .png).")
     size = opts.image_size
     augment = True if data_spec.augment is None else data_spec.augment
-    train = FolderSet(train_dir, train_paths, train_labels, classes, size, augment, opts.workers)
+    train = FolderSet(train_dir, train_paths, train_labels, classes, size, augment, opts.workers,
+                      data_spec.augment_flip)
     test = FolderSet(val_dir, val_paths, val_labels, classes, size, False, opts.workers)
     return DataBundle(train, test, num_classes=len(classes), shape=(3, size, size), streamed=True)
 

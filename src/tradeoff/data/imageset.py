@@ -76,8 +76,8 @@ class ImageSet:
         return ImageSet(self.x[keep], self.y[keep])
 
     def batches(self, batch_size: int, seed: int, device, rank: int = 0, world: int = 1,
-                augment: bool = False) -> InMemoryBatches:
-        return InMemoryBatches(self.x.to(device), self.y.to(device), batch_size, augment, seed, rank, world)
+                augment: bool = False, flip: bool = True) -> InMemoryBatches:
+        return InMemoryBatches(self.x.to(device), self.y.to(device), batch_size, augment, seed, rank, world, flip)
 
     def loader(self, batch_size: int, device=None, rank: int = 0, world: int = 1):
         """(x, y) batches in index order on ``device``; with ``world > 1`` only every world-th
