@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from tradeoff.data import load_data
-from tradeoff.data.folder import FolderSet, decode, eval_transform, random_resized_box
+from tradeoff.data.folder import FolderSet, decode, eval_transform, random_resized_box, resize, train_transform
 from tradeoff.errors import TradeoffError
 from tradeoff.poisoning import plan_poison
 from tradeoff.config import load_spec
@@ -83,6 +83,22 @@ def test_random_resized_box_follows_its_definition():
             if (h, w) != (50, 400):  # extreme shapes may fall back to the central crop
                 assert 0.08 * h * w - h - w <= ch * cw <= h * w
                 assert 3 / 4 - 0.05 <= cw / ch <= 4 / 3 + 0.05
+
+
+def test_train_transform_without_flip_is_the_resized_crop_alone():
+    """flip=False: the training transform is the random-resized crop of the same draws, never
+    mirrored (against the crop computed by hand from the same generator state); with flips on,
+    some of 40 draws are the mirrored crop."""
+    image = torch.rand(3, 40, 50)
+    mirrored = 0
+    for seed in range(40):
+        top, left, ch, cw = random_resized_box(40, 50, generator=torch.Generator().manual_seed(seed))
+        crop = resize(image[:, top:top + ch, left:left + cw], (16, 16))
+        assert torch.equal(train_transform(image, 16, torch.Generator().manual_seed(seed), flip=False), crop)
+        flipped = train_transform(image, 16, torch.Generator().manual_seed(seed))
+        assert torch.equal(flipped, crop) or torch.equal(flipped, crop.flip(-1))
+        mirrored += not torch.equal(flipped, crop)
+    assert 0 < mirrored < 40
 
 
 def test_poisoning_is_applied_on_the_fly_before_the_transform(tmp_path):
