@@ -136,8 +136,9 @@ def cost_rows(t: TableReport) -> list[list[str]]:
 
 def cost_line(t: TableReport) -> str:
     runs = sum(c.seeds for c in t.costs)
-    return (f"Cost: {t.total_seconds / 3600:.2f} hours over {runs} finished runs (training, evaluation and "
-            "backdoor defences, as measured by each run; a run shared with another table counts in both).")
+    return (f"Cost: {t.total_seconds / 3600:.2f} hours over {runs} finished runs (every timed stage: training, "
+            "evaluation, checks and backdoor defences, as measured by each run; a run shared with another table "
+            "counts in both).")
 
 
 def heatmap_grid(t: TableReport) -> dict:
