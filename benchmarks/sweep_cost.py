@@ -3,7 +3,8 @@
 Lists the distinct runs a sweep would make (as ``tradeoff sweep --dry-run`` does: cells shared by
 tables run once) and gives each the wall time measured for the same cell, any seed, in finished
 run folders (``--measured``: sweep outputs; a cell's seeds cost the same, so one measured seed
-stands for all). The time of a run is the sum of its timed stages (training, evaluation, learning
+stands for all); a cell never measured takes the time of one that differs from it only in the
+trigger or the poisoning (what is stamped on which images), and says so. The time of a run is the sum of its timed stages (training, evaluation, learning
 curve, masking checks, saliency, AutoAttack, backdoor defences: the report's cost table), so
 loading data and writing files, a few seconds a run, are left out. The wall time with
 ``--workers N`` is the pool's own schedule replayed: the runs in the sweep's order (seed by seed),
@@ -33,6 +34,7 @@ from tradeoff import grids
 from tradeoff.config import spec_from_dict
 from tradeoff.report.collect import STAGE_SECONDS
 from tradeoff.runs import finished_runs
+from tradeoff.spec import Spec
 from tradeoff.sweep import seed_major
 
 
@@ -41,17 +43,25 @@ def any_seed(spec) -> str:
     return dataclasses.replace(spec, seed=0).digest()
 
 
+def same_cost(spec) -> str:
+    """The digest of ``spec`` at seed 0 with the default trigger and poisoning: equal for cells that
+    differ only in what is stamped on which images (one batched stamp; training, evaluation and
+    the defences cost the same)."""
+    plain = Spec()
+    return dataclasses.replace(spec, seed=0, trigger=plain.trigger, poison=plain.poison).digest()
+
+
 def run_seconds(metrics: dict) -> float:
     return sum(float(metrics.get(k) or 0.0) for k in STAGE_SECONDS)
 
 
-def measured_seconds(folders: list[Path]) -> dict[str, list[float]]:
-    """Seed-free digest -> the measured seconds of every finished run of that cell."""
+def measured_seconds(folders: list[Path], key) -> dict[str, list[float]]:
+    """``key(spec)`` -> the measured seconds of every finished run with that key."""
     times: dict[str, list[float]] = defaultdict(list)
     for folder in folders:
         for run in finished_runs(folder):
             spec = spec_from_dict(yaml.safe_load((run / "spec.yaml").read_text()))
-            times[any_seed(spec)].append(run_seconds(json.loads((run / "metrics.json").read_text())))
+            times[key(spec)].append(run_seconds(json.loads((run / "metrics.json").read_text())))
     return times
 
 
@@ -79,11 +89,14 @@ def main(argv=None) -> None:
              if c.spec is not None]
     distinct = list({c.digest: c for c in reversed(cells)}.values())[::-1]  # first table naming a spec runs it
     queue = seed_major(distinct)
-    times = measured_seconds(args.measured)
+    times, alike = measured_seconds(args.measured, any_seed), measured_seconds(args.measured, same_cost)
     per_table: dict[str, list[float]] = defaultdict(list)
-    durations, unmeasured = [], []
+    durations, by_alike, unmeasured = [], [], []
     for c in queue:
         seen = times.get(any_seed(c.spec))
+        if not seen and alike.get(same_cost(c.spec)):
+            seen = alike[same_cost(c.spec)]
+            by_alike.append(c.label)
         if seen:
             durations.append(statistics.fmean(seen))
             per_table[c.table].append(durations[-1])
@@ -94,7 +107,9 @@ def main(argv=None) -> None:
     total = sum(durations)
     lines = [f"Distinct runs of `{' '.join(args.tables)}` at preset {args.preset}"
              + (f", datasets {' '.join(args.datasets)}" if args.datasets else "")
-             + (f", {args.seeds} seeds" if args.seeds else "") + f": {len(queue)}; measured: {len(durations)}",
+             + (f", {args.seeds} seeds" if args.seeds else "") + f": {len(queue)}; timed: {len(durations)} "
+             f"({len(durations) - len(by_alike)} from runs of the same cell, {len(by_alike)} from a cell that "
+             "differs only in its trigger or poisoning)",
              "", "| table | runs (first table naming a spec) | core-hours |", "|---|---|---|", *rows, "",
              f"Summed: {total / 3600:.2f} core-hours; with --workers {args.workers} (the pool's schedule, seed by seed): "
              f"{makespan(durations, args.workers) / 3600:.2f} hours."]
