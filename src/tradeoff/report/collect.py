@@ -310,7 +310,8 @@ STAGE_SECONDS = tuple(k for k in TIMING_KEYS if k.endswith("_seconds"))  # disjo
 @dataclass
 class CellCost:
     """What a cell's finished seeds cost: wall seconds (every timed stage: training, evaluation,
-    learning curve, masking checks, saliency, AutoAttack, backdoor defences), optimiser steps and training images per second, means over the seeds."""
+    learning curve, masking checks, saliency, AutoAttack, backdoor defences), optimiser steps and
+    training images per second, means over the seeds."""
 
     dataset: str
     setting: str
