@@ -32,7 +32,7 @@ import yaml
 
 from tradeoff import grids
 from tradeoff.config import spec_from_dict
-from tradeoff.report.collect import STAGE_SECONDS
+from tradeoff.report.collect import run_seconds
 from tradeoff.runs import finished_runs
 from tradeoff.spec import Spec
 from tradeoff.sweep import seed_major
@@ -51,18 +51,17 @@ def same_cost(spec) -> str:
     return dataclasses.replace(spec, seed=0, trigger=plain.trigger, poison=plain.poison).digest()
 
 
-def run_seconds(metrics: dict) -> float:
-    return sum(float(metrics.get(k) or 0.0) for k in STAGE_SECONDS)
-
-
-def measured_seconds(folders: list[Path], key) -> dict[str, list[float]]:
-    """``key(spec)`` -> the measured seconds of every finished run with that key."""
-    times: dict[str, list[float]] = defaultdict(list)
+def measured_seconds(folders: list[Path]) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """The measured seconds of every finished run, by :func:`any_seed` and by :func:`same_cost`."""
+    by_cell: dict[str, list[float]] = defaultdict(list)
+    by_cost: dict[str, list[float]] = defaultdict(list)
     for folder in folders:
         for run in finished_runs(folder):
             spec = spec_from_dict(yaml.safe_load((run / "spec.yaml").read_text()))
-            times[key(spec)].append(run_seconds(json.loads((run / "metrics.json").read_text())))
-    return times
+            seconds = run_seconds(json.loads((run / "metrics.json").read_text()))
+            by_cell[any_seed(spec)].append(seconds)
+            by_cost[same_cost(spec)].append(seconds)
+    return by_cell, by_cost
 
 
 def makespan(durations: list[float], workers: int) -> float:
@@ -87,9 +86,11 @@ def main(argv=None) -> None:
     tables = grids.paper_table_ids() if args.tables == ["all"] else args.tables
     cells = [c for t in tables for c in grids.expand(grids.load_table(t), args.preset, args.seeds, args.datasets).cells
              if c.spec is not None]
-    distinct = list({c.digest: c for c in reversed(cells)}.values())[::-1]  # first table naming a spec runs it
-    queue = seed_major(distinct)
-    times, alike = measured_seconds(args.measured, any_seed), measured_seconds(args.measured, same_cost)
+    distinct: dict = {}
+    for c in cells:
+        distinct.setdefault(c.digest, c)  # as the sweep: the first table naming a spec runs it
+    queue = seed_major(list(distinct.values()))
+    times, alike = measured_seconds(args.measured)
     per_table: dict[str, list[float]] = defaultdict(list)
     durations, by_alike, unmeasured = [], [], []
     for c in queue:

@@ -80,7 +80,6 @@ def test_cut_names_every_change_and_the_flag_is_in_the_digest(tmp_path):
     assert cuts["train.steps"]["from"] == "90 epochs" and imagenet.cells[0].spec.data.options.workers == 1
 
 
-
 def test_synthetic_sample_runs_every_table(tmp_path, monkeypatch, capsys, one_thread):
     """One cell per table and dataset through `tradeoff sweep --synthetic`'s code path: every cell
     finishes (the ImageNet cells' backdoor defences on streamed data included), the flag is in

@@ -323,8 +323,13 @@ class CellCost:
     total_seconds: float  # over the seeds
 
 
+def run_seconds(metrics: dict) -> float:
+    """A run's wall seconds: the sum of its timed stages."""
+    return sum(_number(metrics.get(k)) or 0.0 for k in STAGE_SECONDS)
+
+
 def cell_cost(key: tuple, runs: list) -> CellCost:
-    seconds = [sum(_number(m.get(k)) or 0.0 for k in STAGE_SECONDS) for m in runs]
+    seconds = [run_seconds(m) for m in runs]
     rates = [r for r in (_number(m.get("train_images_per_second")) for m in runs) if r is not None]
     return CellCost(*key, len(runs), statistics.fmean(seconds),
                     statistics.fmean(_number(m.get("train_steps")) or 0.0 for m in runs),
