@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tradeoff.bounds import certified, input_box, interval_forward, logit_bounds, margin_bounds
+from tradeoff.bounds import (certified, input_box, interval_forward, logit_bounds, margin_bounds,
+                             recording_relu_inputs)
 from tradeoff.errors import TradeoffError
 from tradeoff.models import FeatureClassifier, build_model
 from tradeoff.models.resnet import Normalize, PerImageStandardize
@@ -203,3 +204,44 @@ def test_unsupported_layer_is_named():
         interval_forward(nn.BatchNorm2d(1), x, x)
     with pytest.raises(TradeoffError, match="linear 'classifier'"):
         margin_bounds(nn.Sequential(nn.Flatten(), nn.Linear(64, 3)), x, torch.zeros(2, dtype=torch.long), EPS)
+
+
+def test_recorded_relu_inputs_are_the_pre_activation_bounds():
+    """Inside recording_relu_inputs each ReLU's input bounds are kept in network order: they equal
+    a float64 lower/upper-form propagation (W+ u + W- l) up to that ReLU, hold the
+    pre-activations of 500 random points of the box, and nothing is recorded outside the block."""
+    torch.manual_seed(0)
+    model = build_model("ibp-small", (1, 16, 16), 10).eval()
+    x, y = torch.rand(4, 1, 16, 16), torch.randint(0, 10, (4,))
+    with torch.no_grad(), recording_relu_inputs() as record:
+        margin_bounds(model, x, y, 0.1)
+    relus = [i for i, m in enumerate(model.features) if isinstance(m, nn.ReLU)]
+    assert len(record) == len(relus) == 3
+    lo, hi = input_box(x.double(), 0.1)
+    bounds_at = []
+    for layer in model.features:
+        if isinstance(layer, nn.ReLU):
+            bounds_at.append((lo, hi))
+            lo, hi = lo.clamp(min=0), hi.clamp(min=0)
+        elif isinstance(layer, (nn.Conv2d, nn.Linear)):
+            w, b = layer.weight.double(), layer.bias.double()
+            op = ((lambda t, k: F.conv2d(t, k, None, layer.stride, layer.padding)) if isinstance(layer, nn.Conv2d)
+                  else (lambda t, k: t @ k.T))
+            shape = (1, -1, *[1] * (lo.dim() - 2))
+            lo, hi = (op(lo, w.clamp(min=0)) + op(hi, w.clamp(max=0)) + b.view(shape),
+                      op(hi, w.clamp(min=0)) + op(lo, w.clamp(max=0)) + b.view(shape))
+        elif isinstance(layer, Normalize):
+            lo, hi = (lo - layer.mean.double()) / layer.std.double(), (hi - layer.mean.double()) / layer.std.double()
+        else:
+            lo, hi = layer(lo), layer(hi)
+    box_lo, box_hi = input_box(x, 0.1)
+    points = box_lo + torch.rand(500, *x.shape) * (box_hi - box_lo)
+    for (lower, upper), (ref_lo, ref_hi), index in zip(record, bounds_at, relus):
+        torch.testing.assert_close(lower.double(), ref_lo, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(upper.double(), ref_hi, rtol=1e-5, atol=1e-5)
+        with torch.no_grad():
+            pre = model.features[:index](points.flatten(0, 1)).view(500, *lower.shape)
+        assert (pre >= lower - 1e-5).all() and (pre <= upper + 1e-5).all()
+    with torch.no_grad():
+        margin_bounds(model, x, y, 0.1)
+    assert len(record) == 3

@@ -99,8 +99,8 @@ def test_imagenet_paper_cells_require_released_weights_or_a_deliberate_from_scra
 def test_fields_added_later_leave_earlier_digests_alone_until_set():
     """model.from_scratch, data.holdout_per_class, eval.every_steps, eval.curve_images,
     eval.autoattack, the attacks' target_classes and step_schedule, synthetic, and the masking options
-    eval.masking_checks, eval.masking_images and eval.saliency, and data.augment_flip (added after 0.2.0) are left
-    out of the digest while unset or at their defaults, so cells swept before them keep their
+    eval.masking_checks, eval.masking_images and eval.saliency, data.augment_flip, model.init, train.grad_clip
+    and IBP's warm-up regulariser options (added after 0.2.0) are left out of the digest while unset or at their defaults, so cells swept before them keep their
     digests (a hash of the spec without the fields); set, they count."""
     spec = Spec()
     d = spec.to_dict()
@@ -109,6 +109,7 @@ def test_fields_added_later_leave_earlier_digests_alone_until_set():
     for section in ("eval", "adversarial_defense"):
         del d[section]["attack"]["target_classes"], d[section]["attack"]["step_schedule"]
     del d["eval"]["masking_checks"], d["eval"]["masking_images"], d["eval"]["saliency"], d["data"]["augment_flip"]
+    del d["model"]["init"], d["train"]["grad_clip"]
     d["data"].pop("root")
     d["data"].pop("workers", None)
     assert spec.digest() == hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -123,6 +124,15 @@ def test_fields_added_later_leave_earlier_digests_alone_until_set():
     spec = Spec()
     spec.data.augment_flip = False
     assert spec.digest() != Spec().digest()
+    for section, key, value in (("model", "init", "ibp"), ("train", "grad_clip", 10.0)):
+        spec = Spec()
+        setattr(getattr(spec, section), key, value)
+        assert spec.digest() != Spec().digest()
+    ibp = load_spec(None, {"adversarial_defense": {"objective": "ibp"}})
+    assert "ibp_warmup_regularizer" in ibp.to_dict()["adversarial_defense"]
+    assert not {"ibp_warmup_regularizer", "ibp_regularizer_tolerance"} & set(ibp.digest_fields()["adversarial_defense"])
+    tuned = load_spec(None, {"adversarial_defense": {"objective": "ibp", "ibp_warmup_regularizer": 0.5}})
+    assert tuned.digest() != ibp.digest()
     synthetic = Spec(synthetic=True)
     assert synthetic.digest() != Spec().digest()
     d = synthetic.to_dict()

@@ -9,11 +9,15 @@ tighter than subtracting two logit intervals.
 
 Propagation rules are registered per layer type (exact type: a subclass may change the
 computation, so it needs its own rule); a layer without one raises :class:`TradeoffError`.
+Inside :func:`recording_relu_inputs` every ReLU's input bounds are kept, for regularisers that
+shape them (IBP's warm-up regularisers).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +29,7 @@ from tradeoff.models.resnet import Normalize
 
 Bounds = tuple[torch.Tensor, torch.Tensor]
 RULES: dict[type, Callable[[nn.Module, torch.Tensor, torch.Tensor], Bounds]] = {}
+_RELU_INPUTS: ContextVar[list | None] = ContextVar("relu_inputs", default=None)
 
 
 def interval_rule(*layer_types: type):
@@ -92,8 +97,23 @@ def _normalize(layer, lower, upper):
     return _affine(lambda m: (m - layer.mean) / layer.std, lambda r: r / layer.std.abs(), lower, upper)
 
 
+@contextmanager
+def recording_relu_inputs() -> Iterator[list[Bounds]]:
+    """Within the block, every ReLU that bounds pass through appends its input bounds
+    ``(lower, upper)`` (pre-activation bounds, in network order) to the yielded list."""
+    record: list[Bounds] = []
+    token = _RELU_INPUTS.set(record)
+    try:
+        yield record
+    finally:
+        _RELU_INPUTS.reset(token)
+
+
 @interval_rule(nn.ReLU)
 def _relu(layer, lower, upper):
+    record = _RELU_INPUTS.get()
+    if record is not None:
+        record.append((lower, upper))
     return F.relu(lower), F.relu(upper)
 
 

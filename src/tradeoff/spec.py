@@ -86,6 +86,8 @@ class ModelSpec:
     name: Optional[str] = option(None, doc="model by name (tradeoff list models); unset: the dataset's protocol",
                                  choices="model")
     width: float = option(1.0, doc="width multiplier", above=0)
+    init: str = option("default", doc="weight initialisation by name (tradeoff list initialisations)",
+                       choices="weight initialisation")
     checkpoint: Optional[str] = option(None, doc="initial weights: safetensors or a weights-only torch file")
     from_scratch: Optional[bool] = option(None, doc="false: the protocol fine-tunes, a checkpoint is required; "
                                                     "true: train from scratch on purpose")
@@ -122,6 +124,7 @@ class TrainSpec:
     lr_policy: str = option("piecewise", doc="learning-rate policy", choices="learning-rate policy")
     lr_peak: float = option(0.4, doc="triangular policy: where the peak lies, as a fraction of training",
                             above=0, max=0.99)
+    grad_clip: float = option(0.0, doc="clip the gradient's global L2 norm to this before each step (0: off)", min=0)
     device: str = option("auto", doc="auto, cpu, cuda, cuda:1, ...")
     precision: str = option("fp32", doc="autocast precision", choices="precision")
     channels_last: bool = option(False, doc="channels-last memory format")
@@ -165,7 +168,9 @@ ADDED_LATER = (("model.from_scratch", None), ("data.holdout_per_class", None), (
                *((f"{section}.attack.{key}", None) for section in ("adversarial_defense", "eval")
                  for key in ("target_classes", "step_schedule")), ("synthetic", False),
                ("eval.masking_checks", True), ("eval.masking_images", 200), ("eval.saliency", True),
-               ("data.augment_flip", True))
+               ("data.augment_flip", True), ("model.init", "default"), ("train.grad_clip", 0.0),
+               ("adversarial_defense.ibp_warmup_regularizer", 0.0),
+               ("adversarial_defense.ibp_regularizer_tolerance", 0.5))
 
 
 @dataclass
@@ -204,6 +209,11 @@ class Spec:
     def digest(self) -> str:
         """A short hash of everything that changes the result (not the name, data root, loader
         processes or snapshot cadence)."""
+        blob = json.dumps(self.digest_fields(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def digest_fields(self) -> dict:
+        """What :meth:`digest` hashes."""
         d = self.to_dict()
         d.pop("name")
         d.pop("snapshots")
@@ -216,8 +226,7 @@ class Spec:
                 node.pop(key)
         d["data"].pop("root")
         d["data"].pop("workers", None)
-        blob = json.dumps(d, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
+        return d
 
 
 def section_dict(section) -> dict:

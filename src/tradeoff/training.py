@@ -156,6 +156,9 @@ def train_model(model, batches, objective, train_spec, device, log=print, show_p
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss * share if share != 1.0 else loss).backward()
                 objective.after_backward()
+                if train_spec.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), train_spec.grad_clip)
                 scaler.step(optimizer)
                 scaler.update()
             loss_sum += loss.detach() * len(yb)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,24 @@ class FeatureClassifier(nn.Module):
 
 
 MODELS: Registry = Registry("model")
+INITIALIZATIONS: Registry = Registry("weight initialisation", plural="initialisations")
+
+
+@INITIALIZATIONS.register("default")
+def default_initialization(model: nn.Module) -> None:
+    """Each layer's own PyTorch initialisation."""
+
+
+@INITIALIZATIONS.register("ibp")
+def ibp_initialization(model: nn.Module) -> None:
+    """IBP initialisation (Shi et al. 2021): every convolution and linear layer but the last (the
+    classifier) drawn from N(0, 2 pi / fan_in^2), biases kept, so interval radii neither explode
+    nor vanish with depth at the start of certified training."""
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        for layer in layers[:-1]:
+            fan_in = layer.weight[0].numel()
+            layer.weight.normal_(0.0, math.sqrt(2 * math.pi) / fan_in)
 
 
 def build_model(name: str, shape: tuple, num_classes: int, width: float = 1.0,
@@ -45,9 +64,11 @@ def build_model(name: str, shape: tuple, num_classes: int, width: float = 1.0,
 
 
 def model_for(spec, shape: tuple, num_classes: int, device) -> FeatureClassifier:
-    """The spec's model (``model`` section, denoising blocks from ``adversarial_defense``), with
-    its initial weights when ``model.checkpoint`` names them, on ``device``."""
+    """The spec's model (``model`` section, denoising blocks from ``adversarial_defense``),
+    initialised by ``model.init``, with ``model.checkpoint``'s weights where it names them, on
+    ``device``."""
     model = build_model(spec.model.name, shape, num_classes, spec.model.width, spec.adversarial_defense.denoise)
+    INITIALIZATIONS.get(spec.model.init)(model)
     if spec.model.checkpoint:
         state = adapt_state(model, load_state(Path(spec.model.checkpoint)))
         missing, _ = model.load_state_dict(state, strict=False)
