@@ -1,10 +1,12 @@
 """Is the evaluation attack strong enough? Our robustness beside AutoAttack's on the same images.
 
-For each model: the quickstart's PGD model, and Table 1(a)'s MNIST adversarial-training cell at
-the cpu and at the smoke preset. Each is trained if no finished run folder is found (``tradeoff
-quickstart`` / ``tradeoff sweep table1a ... --cells adv-training --seeds 1``), or loaded from
-one (``--runs NAME=FOLDER``), then evaluated on the same seeded subset of its test images (the
-subset ``eval.autoattack`` takes) under:
+For each model: the quickstart's PGD model, Table 1(a)'s MNIST adversarial-training cell at the
+cpu and at the smoke preset, and Table 1(b)'s MNIST IBP cell at the cpu preset (whose attack, the
+original's IBP-script PGD, is the paper preset's too). A sweep cell's model is named
+``TABLE-DATASET-CELL-PRESET``. Each is trained if no finished run folder is found (``tradeoff
+quickstart`` / ``tradeoff sweep TABLE ... --cells CELL --seeds 1``), or loaded from one (``--runs
+NAME=FOLDER``), then evaluated on the same seeded subset of its test images (the subset
+``eval.autoattack`` takes) under:
 
 - ``ours``: the evaluation attack the current code gives that model (the quickstart's spec, the
   preset's cell), which is what its reported robustness uses;
@@ -48,7 +50,8 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "eval-strength"
 AUTOATTACK = AutoAttackSpec(version="standard", attacks=["apgd-ce", "apgd-t"])
 MAX_GAP = 0.02
-MODELS = {"quickstart": 400, "table1a-mnist-adv-training-cpu": 500, "table1a-mnist-adv-training-smoke": 100}
+MODELS = {"quickstart": 400, "table1a-mnist-adv-training-cpu": 500, "table1a-mnist-adv-training-smoke": 100,
+          "table1b-mnist-rate5-ibp-cpu": 500}
 CHECKED = ("quickstart", "table1a-mnist-adv-training-cpu")  # the models the criterion applies to
 
 
@@ -71,23 +74,31 @@ def find_or_train(name: str, out: Path, data_root: str | None) -> Path:
         if not finished(folder):
             tradeoff("quickstart", "--out", str(folder.parent), "--quiet")
         return folder
-    preset = name.rsplit("-", 1)[1]
-    sweep = out / f"table1a-{preset}"
-    found = sorted(p for p in sweep.glob("table1a-mnist-adv-training-s0-*") if finished(p))
+    table, dataset, cell, preset = sweep_cell(name)
+    sweep = out / f"{table}-{preset}"
+    pattern = f"{table}-{dataset}-{cell}-s0-*"
+    found = sorted(p for p in sweep.glob(pattern) if finished(p))
     if not found:
-        tradeoff("sweep", "table1a", "--preset", preset, "--datasets", "mnist", "--cells", "adv-training",
+        tradeoff("sweep", table, "--preset", preset, "--datasets", dataset, "--cells", cell,
                  "--seeds", "1", "--out", str(sweep), *(["--data-root", data_root] if data_root else []))
-        found = sorted(p for p in sweep.glob("table1a-mnist-adv-training-s0-*") if finished(p))
+        found = sorted(p for p in sweep.glob(pattern) if finished(p))
     return found[-1]
+
+
+def sweep_cell(name: str) -> tuple[str, str, str, str]:
+    """``table1a-mnist-adv-training-cpu`` -> (table, dataset, cell slug, preset)."""
+    table, dataset, rest = name.split("-", 2)
+    cell, preset = rest.rsplit("-", 1)
+    return table, dataset, cell, preset
 
 
 def current_eval_attack(name: str) -> AttackSpec:
     """The evaluation attack the current code gives the model ``name`` (resolved)."""
     if name == "quickstart":
         return resolve([s for s in quickstart_specs() if s.name == "pgd"][0]).eval.attack
-    preset = name.rsplit("-", 1)[1]
-    cell = grids.expand(grids.load_table("table1a"), preset, seeds=1, datasets=["mnist"], only=["adv-training"])
-    return cell.cells[0].spec.eval.attack
+    table, dataset, cell, preset = sweep_cell(name)
+    grid = grids.expand(grids.load_table(table), preset, seeds=1, datasets=[dataset], only=[cell])
+    return grid.cells[0].spec.eval.attack
 
 
 def candidate(text: str, base: AttackSpec) -> AttackSpec:
