@@ -271,3 +271,37 @@ def test_masking_warnings_are_marked_and_saliency_figures_drawn(tmp_path, capsys
     assert "standard 5.0% → 40.0%" in md and "![saliency figure](saliency-table1a-smoke.png)" in md
     page = (out / "report.html").read_text()
     assert 'alt="saliency figure" src="data:image/png;base64,' in page and "[masking?]" in page
+
+
+def test_table3ab_pairs_each_rate_with_its_own_twin(tmp_path):
+    """Table 3(a)(b) names its dirty- and clean-label cells by the same setting at every poisoning
+    rate: each clean-label cell's trade-off pair and saliency shares come from its own runs and
+    from the dirty-label cell of the same rate (the one filling the same columns), and the caption
+    tells the rates apart by cell."""
+    from tradeoff.report.collect import build_reports
+    from tradeoff.report.layout import saliency_line
+
+    out = tmp_path / "sweep"
+    grid = grids.expand(grids.load_table("table3ab"), "smoke", seeds=1, datasets=["mnist"])
+    rate_of = {"rate5": 0.5, "rate1": 0.1, "rate05": 0.05}
+    for c in grid.cells:
+        kind, rate = c.slug.split("-")
+        run = out / c.run_name
+        run.mkdir(parents=True)
+        (run / "spec.yaml").write_text(c.spec.to_yaml())
+        shift = 0.0 if kind == "dirty" else 0.3
+        (run / "metrics.json").write_text(json.dumps({
+            "accuracy": 0.9, "adversarial_robustness": shift, "backdoor_success_rate": rate_of[rate] + shift,
+            "trigger_saliency_share": rate_of[rate] / 2 + shift, "spectral_detection_rate": 0.5,
+            "spec_digest": c.digest}))
+    write_manifest(out, grid, {}, {})
+    (table,) = build_reports(out)
+    assert len(table.pairs) == 3
+    for p in table.pairs:
+        rate = rate_of[p.cell.split("-")[1]]
+        assert p.ours["standard"] == (100 * rate, 0.0)
+        assert p.ours["adversarial"] == (100 * (rate + 0.3), 30.0)
+        assert p.saliency == {"standard": 100 * rate / 2, "adversarial": 100 * (rate / 2 + 0.3)}
+    line = saliency_line(table)
+    assert "Adv. Training (clean-rate5): standard 25.0% → 55.0%" in line
+    assert "Adv. Training (clean-rate05): standard 2.5% → 32.5%" in line

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import math
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -76,10 +77,15 @@ class Pair:
     runs: dict = field(default_factory=dict)  # role -> the first converged seed's run folder name
     saliency: dict = field(default_factory=dict)  # role -> mean trigger_saliency_share in percent
     curves: dict = field(default_factory=dict)  # role -> [learning curve of each converged seed with one]
+    cell: str = ""  # the adversarial cell's slug where its setting names several cells (Table 3(a)(b)'s rates)
 
     @property
     def label(self) -> str:
-        return f"{self.dataset}: {self.standard} → {self.adversarial}"
+        return f"{self.dataset}: {self.standard} → {self.adversarial_label}"
+
+    @property
+    def adversarial_label(self) -> str:
+        return f"{self.adversarial} ({self.cell})" if self.cell else self.adversarial
 
 
 @dataclass
@@ -183,16 +189,31 @@ def _pick(metrics: dict, keys: list) -> Optional[float]:
     return None
 
 
+def _twin_slug(manifest: dict, cell: dict) -> Optional[str]:
+    """The slug of ``cell``'s twin: the cell of its dataset with the twin's setting and, where
+    several have it (Table 3(a)(b) repeats its settings per poisoning rate), the one that fills
+    the most of the same table columns."""
+    candidates = [c for c in manifest["cells"] if c["seed"] == 0 and c["paper_dataset"] == cell["paper_dataset"]
+                  and c["setting"] == cell["twin"]]
+    columns = {m["paper"] for m in cell["metrics"]}
+    best = max(candidates, key=lambda c: len(columns & {m["paper"] for m in c["metrics"]}), default=None)
+    return best["slug"] if best else None
+
+
 def _pairs(manifest: dict, per_cell: dict, entries: dict) -> list[Pair]:
     """Each standard cell joined to its adversarially trained twin: our means over the converged
-    seeds (``per_cell``) and the paper's values (``entries``)."""
+    seeds (``per_cell``, by dataset, setting and cell) and the paper's values (``entries``)."""
+    first_seed = [c for c in manifest["cells"] if c["seed"] == 0]
+    repeated = Counter((c["paper_dataset"], c["setting"]) for c in first_seed)
     pairs = []
-    for c in manifest["cells"]:
-        if not c.get("twin") or c["seed"] != 0:
+    for c in first_seed:
+        if not c.get("twin"):
             continue
-        p = Pair(c["paper_dataset"], c["twin"], c["setting"])
-        for role, setting in (("standard", p.standard), ("adversarial", p.adversarial)):
-            ms = per_cell.get((p.dataset, setting), [])
+        p = Pair(c["paper_dataset"], c["twin"], c["setting"],
+                 cell=c["slug"] if repeated[(c["paper_dataset"], c["setting"])] > 1 else "")
+        for role, setting, slug in (("standard", p.standard, _twin_slug(manifest, c)),
+                                    ("adversarial", p.adversarial, c["slug"])):
+            ms = per_cell.get((p.dataset, setting, slug), [])
             asr = [v for v in (_number(m.get(ASR_KEY)) for m in ms) if v is not None]
             rob = [v for v in (_number(m.get(ROBUSTNESS_KEY)) for m in ms) if v is not None]
             if asr:
@@ -233,9 +254,9 @@ def collect(manifest: dict, runs: dict, paper: list[dict]) -> TableReport:
     swept = {c["paper_dataset"] for c in manifest["cells"]}
     skipped = {name_of.get(ds, ds): why for ds, why in (manifest.get("skipped") or {}).items()}
     notes = [f"{ds}: {why}" for ds, why in skipped.items()]
-    per_cell: dict = {}  # (dataset, setting) -> list of run metrics, one per converged seed
+    per_cell: dict = {}  # (dataset, setting, slug) -> list of run metrics, one per converged seed
     attacks: dict = {}  # dataset -> {evaluation attack -> [settings]} of the robustness values shown
-    collapsed: dict = {}  # (dataset, setting) -> [seeds whose training collapsed]
+    collapsed: dict = {}  # (dataset, setting, slug) -> [seeds whose training collapsed]
     timed: dict = {}  # (dataset, setting, slug) -> run metrics of every finished seed, for the cost
     for c in manifest["cells"]:
         ds, setting = c["paper_dataset"], c["setting"]
@@ -243,9 +264,9 @@ def collect(manifest: dict, runs: dict, paper: list[dict]) -> TableReport:
         if found:
             timed.setdefault((ds, setting, c["slug"]), []).append(found[0])
         if found and found[0].get("collapsed"):
-            collapsed.setdefault((ds, setting), []).append(c["seed"])
+            collapsed.setdefault((ds, setting, c["slug"]), []).append(c["seed"])
         elif found:
-            per_cell.setdefault((ds, setting), []).append(found[0])
+            per_cell.setdefault((ds, setting, c["slug"]), []).append(found[0])
         if c.get("error"):
             notes.append(f"{ds}, {setting}, seed {c['seed']}: {c['error']}")
         for m in c["metrics"]:
@@ -284,8 +305,8 @@ def collect(manifest: dict, runs: dict, paper: list[dict]) -> TableReport:
             else:
                 e.status = e.status or "not run"
     notes += decision_rule_notes(per_cell)
-    for (ds, setting), seeds in collapsed.items():
-        total = len(seeds) + len(per_cell.get((ds, setting), []))
+    for (ds, setting, slug), seeds in collapsed.items():
+        total = len(seeds) + len(per_cell.get((ds, setting, slug), []))
         notes.append(f"{ds}, {setting}: training collapsed on {len(seeds)} of {total} seed(s) "
                      f"(seed {', '.join(map(str, sorted(seeds)))}); left out of the means and pairs")
     for e in entries.values():

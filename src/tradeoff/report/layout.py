@@ -117,7 +117,7 @@ def attack_lines(t: TableReport) -> list[str]:
 
 def saliency_line(t: TableReport) -> str:
     """The saliency figure's caption: what it shows, and each pair's trigger saliency shares."""
-    shares = [f"{p.dataset}, {p.adversarial}: standard {p.saliency['standard']:.1f}% → "
+    shares = [f"{p.dataset}, {p.adversarial_label}: standard {p.saliency['standard']:.1f}% → "
               f"{p.saliency['adversarial']:.1f}%" for p in t.pairs if len(p.saliency) == 2]
     return ("Input gradients |d logit_target / d x| of each standard model and its adversarially trained twin on "
             "the same triggered test images (trigger outlined). Share of the gradient mass on the trigger's pixels "

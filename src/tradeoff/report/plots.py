@@ -36,7 +36,7 @@ def plot_tradeoff(t: TableReport, path: Path) -> Optional[Path]:
     for ax, ds in zip(axes[0], datasets):
         for i, p in enumerate(q for q in drawable if q.dataset == ds):
             color = colors[i % len(colors)]
-            label = ", ".join(v for _, v in split_setting(p.adversarial))
+            label = ", ".join(v for _, v in split_setting(p.adversarial)) + (f" ({p.cell})" if p.cell else "")
             for source, style, marker in ((p.ours, "-", "o"), (p.paper, "--", "s")):
                 if not complete(source):
                     continue
@@ -185,7 +185,7 @@ def plot_saliency(t: TableReport, folder: Path, path: Path) -> Optional[Path]:
                 ax.contour(region.numpy(), levels=[0.5], colors="cyan", linewidths=0.8)
                 if j == 0:
                     ax.set_ylabel(label, fontsize=7)
-        axes[3 * k][0].set_title(f"{p.dataset}: {p.adversarial}", fontsize=8, loc="left")
+        axes[3 * k][0].set_title(f"{p.dataset}: {p.adversarial_label}", fontsize=8, loc="left")
     fig.suptitle(f"{t.paper_table}: input gradients on triggered images (preset {t.preset})", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
