@@ -216,3 +216,30 @@ def test_every_generator_comes_back_from_a_snapshot_file(tmp_path):
     for a, b in zip(optimizer.state_dict()["state"].values(), fresh.state_dict()["state"].values()):
         assert all(torch.equal(a[k], b[k]) for k in a)
     assert torch.equal(back.objective[0]["delta"], torch.ones(2))
+
+
+def test_a_run_killed_while_writing_its_first_marker_starts_again(tmp_path):
+    """A process killed between writing its first marker's temporary file and renaming it leaves a
+    run folder holding only that leftover (seen in a killed sweep): opening the folder again starts
+    the run (leftover removed, marker written) instead of refusing the folder; any other file
+    there still makes it "not a run folder"."""
+    import tempfile
+
+    from tradeoff.errors import TradeoffError
+    from tradeoff.runs import UNFINISHED, RunFolder
+
+    run = tmp_path / "cell"
+    run.mkdir()
+    fd, leftover = tempfile.mkstemp(prefix=f".{UNFINISHED}.", dir=run)  # as write_text_atomic names it
+    os.write(fd, b'{"stage": "starting"}')
+    os.close(fd)
+    with RunFolder(run, resume=True):
+        assert not os.path.exists(leftover)
+        assert json.loads((run / UNFINISHED).read_text())["stage"] == "starting"
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / ".DS_Store").write_text("not ours")
+    with pytest.raises(TradeoffError, match="not a run folder"):
+        with RunFolder(other, resume=True):
+            pass

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -96,6 +97,9 @@ class RunFolder:
             else:
                 raise TradeoffError(f"{path} holds an unfinished run (stage: {unfinished_state(path).get('stage')}); "
                                     "pass --resume to continue it or --restart to start it over.")
+        elif path.exists() and write_leftovers_only(path):  # killed before its first marker landed
+            for leftover in path.iterdir():
+                leftover.unlink()
         elif path.exists() and any(path.iterdir()):
             if not is_finished(path):
                 raise TradeoffError(f"{path} exists and is not a run folder; remove it or choose another name.")
@@ -158,6 +162,16 @@ def save_tensors_atomic(path: Path, tensors: dict, metadata: dict | None = None)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# What an atomic write (below) leaves when killed before its rename: ".NAME." + mkstemp's 8 characters.
+_WRITE_LEFTOVER = re.compile(r"^\..+\.[a-z0-9_]{8}$")
+
+
+def write_leftovers_only(run_dir: Path) -> bool:
+    """Whether every entry of ``run_dir`` is a temporary file of an interrupted atomic write."""
+    entries = list(Path(run_dir).iterdir())
+    return bool(entries) and all(e.is_file() and _WRITE_LEFTOVER.match(e.name) for e in entries)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
