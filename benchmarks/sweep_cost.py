@@ -4,9 +4,10 @@ Lists the distinct runs a sweep would make (as ``tradeoff sweep --dry-run`` does
 tables run once) and gives each the wall time measured for the same cell, any seed, in finished
 run folders (``--measured``: sweep outputs; a cell's seeds cost the same, so one measured seed
 stands for all); a cell never measured takes the time of one that differs from it only in the
-trigger or the poisoning (what is stamped on which images), and says so. The time of a run is the sum of its timed stages (training, evaluation, learning
-curve, masking checks, saliency, AutoAttack, backdoor defences: the report's cost table), so
-loading data and writing files, a few seconds a run, are left out. The wall time with
+trigger or the poisoning (what is stamped on which images), and says so. The time of a run is the
+sum of its timed stages (training, evaluation, learning curve, masking checks, saliency,
+AutoAttack, backdoor defences: the report's cost table), so loading data and writing files, a
+few seconds a run, are left out. The wall time with
 ``--workers N`` is the pool's own schedule replayed: the runs in the sweep's order (seed by seed),
 each started on the first free worker.
 
@@ -95,9 +96,10 @@ def main(argv=None) -> None:
     durations, by_alike, unmeasured = [], [], []
     for c in queue:
         seen = times.get(any_seed(c.spec))
-        if not seen and alike.get(same_cost(c.spec)):
-            seen = alike[same_cost(c.spec)]
-            by_alike.append(c.label)
+        if not seen:
+            seen = alike.get(same_cost(c.spec))
+            if seen:
+                by_alike.append(c.label)
         if seen:
             durations.append(statistics.fmean(seen))
             per_table[c.table].append(durations[-1])

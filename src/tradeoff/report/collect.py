@@ -189,12 +189,11 @@ def _pick(metrics: dict, keys: list) -> Optional[float]:
     return None
 
 
-def _twin_slug(manifest: dict, cell: dict) -> Optional[str]:
-    """The slug of ``cell``'s twin: the cell of its dataset with the twin's setting and, where
-    several have it (Table 3(a)(b) repeats its settings per poisoning rate), the one that fills
-    the most of the same table columns."""
-    candidates = [c for c in manifest["cells"] if c["seed"] == 0 and c["paper_dataset"] == cell["paper_dataset"]
-                  and c["setting"] == cell["twin"]]
+def _twin_slug(cells: list[dict], cell: dict) -> Optional[str]:
+    """The slug of ``cell``'s twin among ``cells`` (one seed's): the cell of its dataset with the
+    twin's setting and, where several have it (Table 3(a)(b) repeats its settings per poisoning
+    rate), the one that fills the most of the same table columns."""
+    candidates = [c for c in cells if c["paper_dataset"] == cell["paper_dataset"] and c["setting"] == cell["twin"]]
     columns = {m["paper"] for m in cell["metrics"]}
     best = max(candidates, key=lambda c: len(columns & {m["paper"] for m in c["metrics"]}), default=None)
     return best["slug"] if best else None
@@ -211,7 +210,7 @@ def _pairs(manifest: dict, per_cell: dict, entries: dict) -> list[Pair]:
             continue
         p = Pair(c["paper_dataset"], c["twin"], c["setting"],
                  cell=c["slug"] if repeated[(c["paper_dataset"], c["setting"])] > 1 else "")
-        for role, setting, slug in (("standard", p.standard, _twin_slug(manifest, c)),
+        for role, setting, slug in (("standard", p.standard, _twin_slug(first_seed, c)),
                                     ("adversarial", p.adversarial, c["slug"])):
             ms = per_cell.get((p.dataset, setting, slug), [])
             asr = [v for v in (_number(m.get(ASR_KEY)) for m in ms) if v is not None]
