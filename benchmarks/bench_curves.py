@@ -24,9 +24,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = """import json, sys
-from tradeoff.config import spec_from_dict
-from tradeoff.experiment import run_experiment
-from tradeoff.quickstart import quickstart_specs
+from tradeoff.config.build import spec_from_dict
+from tradeoff.pipeline.experiment import run_experiment
+from tradeoff.sweeps.quickstart import quickstart_specs
 spec = quickstart_specs(0)[int(sys.argv[1])].to_dict()
 spec["train"]["steps"] = int(sys.argv[2])
 if int(sys.argv[3]):

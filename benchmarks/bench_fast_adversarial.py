@@ -20,8 +20,8 @@ import json
 import time
 from pathlib import Path
 
-from tradeoff import experiment
-from tradeoff.config import load_spec
+from tradeoff.config.build import load_spec
+from tradeoff.pipeline import experiment
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CONFIG_FOLDERS = ("mnist-cpu", "table1a-mnist-cpu")

@@ -51,8 +51,8 @@ def generate(root: Path, n_train: int, seed: int = 0) -> Path:
 def child(args) -> None:
     import torch
 
-    from tradeoff.experiment import run_experiment
-    from tradeoff.config import load_spec
+    from tradeoff.config.build import load_spec
+    from tradeoff.pipeline.experiment import run_experiment
 
     raw = {"data": {"dataset": "imagenet", "root": args.root, "image_size": args.image_size, "workers": args.workers},
            "poison": {"target": 1}, "model": {"name": args.model, "width": args.width},

@@ -17,10 +17,10 @@ import time
 import torch
 
 from tradeoff.adversarial_defenses import make_objective
-from tradeoff.config import load_spec
+from tradeoff.config.build import load_spec
+from tradeoff.config.resolve import resolve
 from tradeoff.models import build_model
-from tradeoff.resolve import resolve
-from tradeoff.training import make_optimizer
+from tradeoff.training.loop import make_optimizer
 
 SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32), "digits": (1, 16, 16)}
 

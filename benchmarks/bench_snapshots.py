@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from tradeoff import snapshots
-from tradeoff.config import load_spec
-from tradeoff.experiment import run_experiment
+from tradeoff.config.build import load_spec
 from tradeoff.models import model_for
-from tradeoff.training import make_optimizer
+from tradeoff.pipeline.experiment import run_experiment
+from tradeoff.training import snapshots
+from tradeoff.training.loop import make_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 LINE = re.compile(r"snapshot at step (\d+): \S+ \(([\d.]+) MB in ([\d.]+) s\)")

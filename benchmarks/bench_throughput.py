@@ -28,14 +28,14 @@ import torch
 import torch.nn.functional as F
 
 from tradeoff.adversarial_defenses import make_objective
-from tradeoff.config import load_spec
+from tradeoff.config.build import load_spec
+from tradeoff.config.resolve import resolve
+from tradeoff.core.device import pick_device, seed_everything
 from tradeoff.data.batches import InMemoryBatches
-from tradeoff.device import pick_device, seed_everything
-from tradeoff.experiment import prepare
-from tradeoff.metrics import evaluate
+from tradeoff.evaluation.metrics import evaluate
 from tradeoff.models import build_model
-from tradeoff.resolve import resolve
-from tradeoff.training import train_model
+from tradeoff.pipeline.experiment import prepare
+from tradeoff.training.loop import train_model
 
 
 def make_spec(args, adversarial: str):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ def main() -> None:
     from tradeoff.backdoor_defenses.clustering import RULES, ClusteringOptions, reduce_and_cluster
     from tradeoff.backdoor_defenses.common import representations
     from tradeoff.backdoor_defenses.spectral import spectral_scores
-    from tradeoff.defend import load_trained_run
+    from tradeoff.pipeline.defend import load_trained_run
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("run_dir")
@@ -46,7 +47,9 @@ def main() -> None:
     run = load_trained_run(args.run_dir, args.data_root)
     y = run.data.train.labels.cpu()
     poisoned_all = run.data.poison_mask.numpy()
-    target = run.data.target
+    target = run.data.backdoor_target.single_label
+    if target is None:
+        sys.exit(f"{args.run_dir} has an all-to-all backdoor: no one target class to compare on.")
     idx = (y == target).numpy()
     acts = representations(run.model, run.data.train.take(torch.from_numpy(idx).nonzero().flatten()),
                            args.layer).double().numpy()

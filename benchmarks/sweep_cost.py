@@ -31,12 +31,12 @@ from pathlib import Path
 
 import yaml
 
-from tradeoff import grids
-from tradeoff.config import spec_from_dict
+from tradeoff.config.build import spec_from_dict
+from tradeoff.core.spec import Spec
+from tradeoff.records.folders import finished_runs
 from tradeoff.report.collect import run_seconds
-from tradeoff.runs import finished_runs
-from tradeoff.spec import Spec
-from tradeoff.sweep import seed_major
+from tradeoff.sweeps import grids
+from tradeoff.sweeps.sweep import seed_major
 
 
 def any_seed(spec) -> str:

@@ -5,11 +5,11 @@ fast the machine is. Child processes run it before the CLI, or import it as site
 
 def slow_steps_source(seconds: float) -> str:
     return f"""import time
-import tradeoff.training
+import tradeoff.training.loop
 class SlowBar:
     def update(self, n):
         time.sleep({seconds})
     def close(self):
         pass
-tradeoff.training.progress_bar = lambda **options: SlowBar()
+tradeoff.training.loop.progress_bar = lambda **options: SlowBar()
 """

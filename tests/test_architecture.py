@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tradeoff import grids
-from tradeoff.catalog import catalog
 from tradeoff.cli import main
-from tradeoff.config import load_spec, merge, section
-from tradeoff.registry import Registry
-from tradeoff.spec import option
-from tradeoff.sweep import write_manifest
+from tradeoff.config.build import load_spec, merge, section
+from tradeoff.core.registry import Registry
+from tradeoff.core.spec import option
+from tradeoff.sweeps import grids
+from tradeoff.sweeps.catalog import catalog
+from tradeoff.sweeps.sweep import write_manifest
 from tradeoff.triggers import TRIGGERS, PatchTrigger, PlacementOptions, make_trigger
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +60,8 @@ def test_a_layer_that_switches_kind_drops_the_replaced_kinds_options():
 def test_spec_dict_keeps_options_flat_and_round_trips():
     """to_dict writes a kinded section's options beside its kind, as YAML does; it reads back equal."""
     spec = load_spec(None, {"poison": {"method": "dirty-label", "fraction_of_training_set": 0.1}})
-    assert spec.to_dict()["poison"] == {"method": "dirty-label", "target": 7, "fraction_of_training_set": 0.1}
+    assert spec.to_dict()["poison"] == {"method": "dirty-label", "target": 7, "fraction_of_training_set": 0.1,
+                                        "target_mode": "all-to-one"}
     assert load_spec(None, spec.to_dict()) == spec
 
 

@@ -1,4 +1,4 @@
-"""Interval bound propagation (tradeoff.bounds): soundness, exactness and agreement with an
+"""Interval bound propagation (tradeoff.models.bounds): soundness, exactness and agreement with an
 independent IBP implementation (the Adversarial Robustness Toolbox's interval domain)."""
 
 from __future__ import annotations
@@ -11,10 +11,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tradeoff.bounds import (certified, input_box, interval_forward, logit_bounds, margin_bounds,
-                             recording_relu_inputs)
-from tradeoff.errors import TradeoffError
+from tradeoff.core.errors import TradeoffError
 from tradeoff.models import FeatureClassifier, build_model
+from tradeoff.models.bounds import (
+    certified,
+    input_box,
+    interval_forward,
+    logit_bounds,
+    margin_bounds,
+    recording_relu_inputs,
+)
 from tradeoff.models.resnet import Normalize, PerImageStandardize
 
 EPS = 0.05
@@ -180,8 +186,8 @@ def test_matches_the_adversarial_robustness_toolbox_interval_domain():
 def test_certified_images_resist_pgd():
     """An image certified at eps is never misclassified by PGD at that eps (brute-force check of
     the certificate on an untrained random net with a tiny eps where some images certify)."""
-    from tradeoff.attacks import perturb
-    from tradeoff.spec import AttackSpec
+    from tradeoff.attacks.pgd import perturb
+    from tradeoff.core.spec import AttackSpec
 
     model, (x, y) = random_net(1), data(5, n=40)
     with torch.no_grad():

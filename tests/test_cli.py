@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import tradeoff.experiment
+import tradeoff.pipeline.experiment
 from tradeoff.cli import main
-from tradeoff.metrics import TIMING_KEYS
-from tradeoff.runs import finished_runs
+from tradeoff.evaluation.metrics import TIMING_KEYS
+from tradeoff.records.folders import finished_runs
 
 TINY = ["data.dataset=digits", "data.train_subset=200", "data.test_subset=100", "train.epochs=1",
         "eval.attack.steps=2", "adversarial_defense.attack.steps=2"]
@@ -92,12 +92,12 @@ def test_an_interrupted_run_keeps_its_work_and_the_previous_one_until_resumed(tm
     out, reference = tmp_path / "out", tmp_path / "reference"
     assert main(["run", str(spec), "--out", str(out), "--quiet", *_sets(TINY)]) == 0
     assert main(["run", str(spec), "--out", str(reference), "--quiet", *_sets(TINY + ["seed=1"])]) == 0
-    evaluate = tradeoff.experiment.evaluate
+    evaluate = tradeoff.pipeline.experiment.evaluate
 
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("tradeoff.experiment.evaluate", boom)
+    monkeypatch.setattr("tradeoff.pipeline.experiment.evaluate", boom)
     assert main(["run", str(spec), "--out", str(out), "--quiet", *_sets(TINY + ["seed=1"])]) == 130
     folder = out / "tiny"
     assert sorted(p.name for p in out.iterdir()) == [".tiny.previous", "summary.csv", "tiny"]
@@ -107,7 +107,7 @@ def test_an_interrupted_run_keeps_its_work_and_the_previous_one_until_resumed(tm
     assert finished_runs(out) == []
     assert main(["run", str(spec), "--out", str(out), "--quiet", *_sets(TINY + ["seed=1"])]) == 2  # no --resume
 
-    monkeypatch.setattr("tradeoff.experiment.evaluate", evaluate)
+    monkeypatch.setattr("tradeoff.pipeline.experiment.evaluate", evaluate)
     assert main(["run", str(spec), "--out", str(out), "--quiet", "--resume", *_sets(TINY + ["seed=1"])]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["summary.csv", "tiny"]
     assert _without_timings(folder / "metrics.json") == _without_timings(reference / "tiny" / "metrics.json")

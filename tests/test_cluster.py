@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from slow_steps import slow_steps_source
-from tradeoff import cluster, grids
 from tradeoff.cli import main
-from tradeoff.cluster import ClusterOptions
-from tradeoff.errors import TradeoffError
-from tradeoff.metrics import TIMING_KEYS
-from tradeoff.runs import finished_runs
-from tradeoff.sweep import cell_state, status, sweep
+from tradeoff.core.errors import TradeoffError
+from tradeoff.evaluation.metrics import TIMING_KEYS
+from tradeoff.records.folders import finished_runs
+from tradeoff.sweeps import cluster, grids
+from tradeoff.sweeps.cluster import ClusterOptions
+from tradeoff.sweeps.sweep import cell_state, status, sweep
 
 TABLE = """
 id: jobs
@@ -127,7 +127,7 @@ def test_status_names_every_state(table, tmp_path, monkeypatch, capsys):
     def fails(*a, **k):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr("tradeoff.experiment.evaluate", fails)
+    monkeypatch.setattr("tradeoff.pipeline.experiment.evaluate", fails)
     main(["sweep", str(table), "--preset", "smoke", "--out", str(out)])
     assert dict(status(out))["jobs digits adv-training s0"].startswith("failed (evaluation): RuntimeError: out of memory")
     capsys.readouterr()

@@ -10,13 +10,14 @@ import math
 import pytest
 import torch
 
-from tradeoff import grids
 from tradeoff.adversarial_defenses import make_objective
 from tradeoff.cli import main
-from tradeoff.config import load_spec
-from tradeoff.metrics import collapse_reason
-from tradeoff.resolve import resolve
-from tradeoff.sweep import write_manifest
+from tradeoff.config.build import load_spec
+from tradeoff.config.resolve import resolve
+from tradeoff.evaluation.metrics import collapse_reason
+from tradeoff.report.layout import COMPARISON_HEADERS
+from tradeoff.sweeps import grids
+from tradeoff.sweeps.sweep import write_manifest
 
 
 @pytest.mark.parametrize("accuracy,loss,flagged", [
@@ -79,11 +80,12 @@ def test_report_leaves_collapsed_seeds_out_of_means_and_says_so(tmp_path):
     md = (out / "report.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith("| Adv. Training |"))
     # (80 + 60) / 2; sample std of {80, 60}; the 2-seed t interval [-57.1, 197.1] cut to [0, 100]
-    assert "70.0 ± 14.1 [0.0, 100.0] [1 collapsed]" in row
+    assert "70.0 ± 14.1 [0.0†, 100.0†] [1 collapsed]" in row  # clipped ends marked
     assert "training collapsed on 1 of 3 seed(s) (seed 1)" in md
     # the pair's paired difference leaves the collapsed seed out too: seeds 0 and 2, +70 and +30
     pair = next(line for line in md.splitlines() if line.startswith("| MNIST | Backdoor Success rate |"))
-    assert "| +50.0 |" in pair and pair.split("|")[-3].strip() == "2"
+    cells = [c.strip() for c in pair.strip("|").split("|")]
+    assert cells[5] == "+50.0" and cells[COMPARISON_HEADERS.index("seeds")] == "2"
     table = list(csv.DictReader(open(out / "report.csv")))
     cell = next(r for r in table if r["setting"] == "Adv. Defense=Adv. Training"
                 and r["metric"] == "Backdoor Success rate" and r["dataset"] == "MNIST")
@@ -112,7 +114,7 @@ def test_eps_ramp_grows_linearly_to_the_full_budget():
 
 def test_cpu_preset_and_quickstart_ramp_eps_and_the_paper_preset_does_not():
     """The convergence fix is where the issue asks for it: cpu preset and quickstart, not paper."""
-    from tradeoff.quickstart import quickstart_specs
+    from tradeoff.sweeps.quickstart import quickstart_specs
 
     for preset, ramp in (("cpu", 0.25), ("paper", 0.0)):
         g = grids.expand(grids.load_table("table1a"), preset, 1, ["mnist"], only=["adv-training"])
@@ -122,7 +124,7 @@ def test_cpu_preset_and_quickstart_ramp_eps_and_the_paper_preset_does_not():
 
 def test_the_sweep_line_names_a_collapsed_cell(tmp_path):
     """The progress line of a cell whose training collapsed says so, with the reason."""
-    from tradeoff.sweep import sweep
+    from tradeoff.sweeps.sweep import sweep
 
     table = tmp_path / "one.yaml"
     table.write_text("id: one\ntable: Table 1(a)\ntitle: one cell\ndatasets: [digits]\n"

@@ -20,14 +20,14 @@ from safetensors.torch import load_file
 
 from slow_steps import slow_steps_source
 from test_report import _fake_sweep
-from tradeoff import snapshots
 from tradeoff.cli import main
-from tradeoff.config import load_spec
-from tradeoff.experiment import run_experiment
-from tradeoff.metrics import TIMING_KEYS, evaluate
+from tradeoff.config.build import load_spec
+from tradeoff.core.spec import Spec
+from tradeoff.evaluation.metrics import TIMING_KEYS, evaluate
+from tradeoff.pipeline.experiment import run_experiment
 from tradeoff.report import build_reports
 from tradeoff.report.layout import curve_band
-from tradeoff.spec import Spec
+from tradeoff.training import snapshots
 
 # 6 steps an epoch, 4 epochs: 24 steps; a point every 10 steps, at step 0 and at the last step.
 TINY = {"name": "t", "data": {"dataset": "digits", "train_subset": 300, "test_subset": 100},
@@ -61,7 +61,7 @@ def test_the_curve_has_its_steps_and_ends_at_evaluate_on_its_subset_without_chan
     subset = run.data.test.subset(60, run.spec.seed)
     assert len(subset) == 60
     torch.manual_seed(run.spec.seed)
-    final = evaluate(run.model, subset, run.data.trigger, run.data.target, run.spec.eval, run.device,
+    final = evaluate(run.model, subset, run.data.trigger, run.data.backdoor_target, run.spec.eval, run.device,
                      show_progress=False)
     for key in ("accuracy", "adversarial_robustness", "backdoor_success_rate", "backdoor_success_rate_true_label",
                 "backdoor_robust_accuracy"):

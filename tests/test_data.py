@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from tradeoff.core.errors import TradeoffError
+from tradeoff.core.spec import DataSpec
 from tradeoff.data import load_data, pad_crop_flip
+from tradeoff.data.generated import write_cifar, write_mnist
 from tradeoff.data.imageset import ImageSet
-from tradeoff.errors import TradeoffError
-from tradeoff.spec import DataSpec
-from tradeoff.synthetic import write_cifar, write_mnist
 
 
 def make_mnist(folder, n_train=30, n_test=20, gz=True):

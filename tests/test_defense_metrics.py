@@ -8,20 +8,18 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
+from test_defenses_runfolder import TINY
+from test_defenses_spectral import defend, planted, synthetic_run
 from tradeoff.backdoor_defenses import BACKDOOR_DEFENSES
 from tradeoff.backdoor_defenses.clustering import reduce_and_cluster
 from tradeoff.backdoor_defenses.common import auroc, detection_metrics
 from tradeoff.cli import main
-from tradeoff.config import load_spec
-from tradeoff.experiment import run_experiment
-from tradeoff.metrics import defence_effectiveness_rating
-
-from test_defenses_runfolder import TINY
-from test_defenses_spectral import defend, planted, synthetic_run
+from tradeoff.config.build import load_spec
+from tradeoff.evaluation.metrics import defense_effectiveness_rating
+from tradeoff.pipeline.experiment import run_experiment
 
 
 def pairwise_auroc(scores, positive) -> float:
@@ -72,11 +70,11 @@ def test_detection_metrics_without_poisons_or_removals():
 
 def test_der_by_hand():
     """DER = [max(0, dASR) - max(0, dACC) + 1] / 2, computed by hand for four cases."""
-    assert defence_effectiveness_rating(0.99, 0.97, 1.00, 0.10) == pytest.approx((0.90 - 0.02 + 1) / 2)
-    assert defence_effectiveness_rating(0.90, 0.95, 0.50, 0.60) == pytest.approx(0.5)  # both deltas clipped at 0
-    assert defence_effectiveness_rating(0.90, 0.40, 0.20, 0.20) == pytest.approx((0 - 0.5 + 1) / 2)
-    assert defence_effectiveness_rating(0.98, 0.98, 1.0, 0.0) == pytest.approx(1.0)
-    assert defence_effectiveness_rating(None, 0.9, 1.0, 0.0) is None
+    assert defense_effectiveness_rating(0.99, 0.97, 1.00, 0.10) == pytest.approx((0.90 - 0.02 + 1) / 2)
+    assert defense_effectiveness_rating(0.90, 0.95, 0.50, 0.60) == pytest.approx(0.5)  # both deltas clipped at 0
+    assert defense_effectiveness_rating(0.90, 0.40, 0.20, 0.20) == pytest.approx((0 - 0.5 + 1) / 2)
+    assert defense_effectiveness_rating(0.98, 0.98, 1.0, 0.0) == pytest.approx(1.0)
+    assert defense_effectiveness_rating(None, 0.9, 1.0, 0.0) is None
 
 
 def test_filters_report_auroc_on_separable_poisons():
@@ -159,7 +157,7 @@ def test_a_failing_ica_falls_back_to_principal_components(monkeypatch):
 
 
 @pytest.fixture
-def broken_defence():
+def broken_defense():
     """A registered defence that always raises, as one that cannot run on a model does."""
 
     def broken(run, opts, log, show_progress):
@@ -175,7 +173,7 @@ def broken_defence():
     BACKDOOR_DEFENSES.unregister("broken")
 
 
-def test_a_failing_defence_leaves_the_run_intact(broken_defence, tmp_path, capsys):
+def test_a_failing_defense_leaves_the_run_intact(broken_defense, tmp_path, capsys):
     """A defence that raises: one sentence in the log, on stderr and as broken_error in metrics.json;
     the model file, the training metrics and the next defence's metrics are kept; the run is
     finished (no unfinished marker) and in summary.csv; `tradeoff defend` says the same sentence
@@ -226,11 +224,11 @@ def test_neural_cleanse_label_detection_by_hand():
 
     labels = list(range(10))
     scores = torch.tensor([0, 0, 0, 2.5, 0, 0, 0, 4.0, 0, 0], dtype=torch.float64)
-    out = label_detection_metrics(labels, [7, 3], scores, target=7)
+    out = label_detection_metrics(labels, [7, 3], scores, [7])
     assert out["cleanse_false_flags"] == 1 and out["cleanse_false_positive_rate"] == 1 / 9
     assert out["cleanse_precision"] == 1 / 2
     assert out["cleanse_auroc"] == pytest.approx(pairwise_auroc(scores.tolist(), [t == 7 for t in labels]))
-    out = label_detection_metrics(labels, [7, 3], scores, target=None)
+    out = label_detection_metrics(labels, [7, 3], scores, [])
     assert out["cleanse_false_flags"] == 2 and out["cleanse_false_positive_rate"] == 2 / 10
     assert out["cleanse_precision"] == 0.0 and out["cleanse_auroc"] is None
 
@@ -239,4 +237,4 @@ def test_the_clean_model_config_validates():
     """configs/defenses/mnist-none-standard.yaml: no poisoning, and spectral told what to expect."""
     spec = load_spec(str(Path(__file__).parent.parent / "configs" / "defenses" / "mnist-none-standard.yaml"))
     assert spec.poison.method == "none"
-    assert spec.backdoor_defenses[0]["expected_poisons"] == 250
+    assert spec.backdoor_defenses[0].options.expected_poisons == 250

@@ -18,9 +18,8 @@ import torch
 
 art_poison = pytest.importorskip("art.defences.detector.poison")
 
-from tradeoff.backdoor_defenses.spectral import spectral_scores  # noqa: E402
-
 from test_defenses_spectral import defend, synthetic_run  # noqa: E402
+from tradeoff.backdoor_defenses.spectral import spectral_scores  # noqa: E402
 
 
 class StubClassifier:
@@ -57,9 +56,9 @@ def test_spectral_scores_and_removals_match_art():
     reps, labels, poisoned = two_classes_with_subgroups(shift=10.0)
     acts = reps.double().numpy()
     eps = 60 / 240
-    defence = art_poison.SpectralSignatureDefense(StubClassifier(acts, 2), acts, one_hot(labels),
+    detector = art_poison.SpectralSignatureDefense(StubClassifier(acts, 2), acts, one_hot(labels),
                                                   expected_pp_poison=eps, eps_multiplier=1.5)
-    report, is_clean = defence.detect_poison()
+    report, is_clean = detector.detect_poison()
     art_removed = np.array(is_clean) == 0
     for c in (0, 1):
         idx = (labels == c).numpy()
@@ -83,8 +82,8 @@ def test_activation_clustering_matches_art_relative_size(shift, min_agreement):
     reps, labels, poisoned = two_classes_with_subgroups(shift=shift)
     acts = reps.double().numpy()
     np.random.seed(0)  # ART's FastICA and KMeans draw from numpy's global state
-    defence = art_poison.ActivationDefence(StubClassifier(acts, 2), acts, one_hot(labels))
-    _, is_clean = defence.detect_poison(nb_clusters=2, nb_dims=2, reduce="FastICA", cluster_analysis="relative-size")
+    detector = art_poison.ActivationDefence(StubClassifier(acts, 2), acts, one_hot(labels))
+    _, is_clean = detector.detect_poison(nb_clusters=2, nb_dims=2, reduce="FastICA", cluster_analysis="relative-size")
     art_removed = np.array(is_clean) == 0
     outcome = synthetic_run(reps, labels, poisoned)
     out = defend("activation-clustering", outcome, rule="size", classes="all",

@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from tradeoff.backdoor_defenses.clustering import RULES, ClusteringOptions, reduce_and_cluster
-
 from test_defenses_spectral import defend, planted, synthetic_run
+from tradeoff.backdoor_defenses.clustering import RULES, ClusteringOptions, reduce_and_cluster
 
 
 def quiet(_message):

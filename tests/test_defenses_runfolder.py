@@ -8,9 +8,9 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from tradeoff.cli import main
-from tradeoff.experiment import run_experiment
-from tradeoff.config import load_spec
-from tradeoff.errors import TradeoffError
+from tradeoff.config.build import load_spec
+from tradeoff.core.errors import TradeoffError
+from tradeoff.pipeline.experiment import run_experiment
 
 TINY = {
     "data": {"dataset": "digits"},
@@ -80,13 +80,13 @@ def test_defend_errors_are_one_sentence(finished_run, tmp_path, capsys):
     assert "does not match its poison.safetensors" in capsys.readouterr().err
 
 
-def test_spec_validation_rejects_bad_defence_options():
+def test_spec_validation_rejects_bad_defense_options():
     """A mistyped option in a spec is caught when the spec is loaded, before any training."""
     with pytest.raises(TradeoffError, match="neural-cleanse.epochs"):
         load_spec(None, {"backdoor_defenses": [{"name": "neural-cleanse", "epochs": "many"}]})
 
 
-def test_one_defence_twice_under_two_prefixes(tmp_path):
+def test_one_defense_twice_under_two_prefixes(tmp_path):
     """The paper's and the textbook rule in one run: the second entry's metrics and file carry its
     prefix, and each equals what the defence gives when it runs alone under its own name (the
     defences are deterministic given the trained model)."""

@@ -6,15 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from tradeoff.backdoor_defenses import check_entry, run_backdoor_defense
+from tradeoff.backdoor_defenses import parse_entry, run_backdoor_defense
 from tradeoff.backdoor_defenses.common import representations
 from tradeoff.backdoor_defenses.spectral import spectral_scores
+from tradeoff.core.errors import TradeoffError
+from tradeoff.core.spec import Spec
 from tradeoff.data import ImageSet
-from tradeoff.errors import TradeoffError
-from tradeoff.handoff import PoisonedData, TrainedRun
 from tradeoff.models import FeatureClassifier
-from tradeoff.poisoning import PoisonPlan
-from tradeoff.spec import Spec
+from tradeoff.poisoning import BackdoorTarget, PoisonPlan
+from tradeoff.records.handoff import PoisonedData, TrainedRun
 
 
 def synthetic_run(reps: torch.Tensor, labels: torch.Tensor, poisoned: torch.Tensor, target: int = 0) -> TrainedRun:
@@ -26,7 +26,8 @@ def synthetic_run(reps: torch.Tensor, labels: torch.Tensor, poisoned: torch.Tens
     plan = PoisonPlan(poisoned.nonzero().flatten(), torch.zeros(int(poisoned.sum()), dtype=torch.long), labels,
                       poisoned)
     images = ImageSet(reps[:, :, None, None], labels)
-    data = PoisonedData(train=images, test=images, plan=plan, trigger=None, target=target, num_classes=num_classes,
+    data = PoisonedData(train=images, test=images, plan=plan, trigger=None,
+                        backdoor_target=BackdoorTarget(target, num_classes=num_classes), num_classes=num_classes,
                         shape=tuple(images.shape))
     return TrainedRun(spec, model, {}, data, torch.device("cpu"))
 
@@ -95,8 +96,8 @@ def test_textbook_and_paper_removal_rules_on_known_poisons():
 def test_options_are_validated():
     """Unknown or out-of-range options are one clear TradeoffError, as spec validation reports them."""
     with pytest.raises(TradeoffError, match="did you mean .*variant'"):
-        check_entry({"name": "spectral", "variantt": "paper"})
+        parse_entry({"name": "spectral", "variantt": "paper"})
     with pytest.raises(TradeoffError, match="variant"):
-        check_entry({"name": "spectral", "variant": "other"})
+        parse_entry({"name": "spectral", "variant": "other"})
     with pytest.raises(TradeoffError, match="removal_factor"):
-        check_entry({"name": "spectral", "removal_factor": -1})
+        parse_entry({"name": "spectral", "removal_factor": -1})

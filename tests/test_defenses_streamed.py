@@ -11,13 +11,13 @@ import torch
 from test_folder_data import folder_spec, make_folder_dataset
 from tradeoff.backdoor_defenses import spectral
 from tradeoff.backdoor_defenses.common import representation_module, representations
-from tradeoff.config import load_spec
+from tradeoff.config.build import load_spec
+from tradeoff.core.errors import TradeoffError
 from tradeoff.data import ImageSet, load_data
 from tradeoff.data.folder import eval_transform
 from tradeoff.data.imageset import hold_out_per_class
-from tradeoff.errors import TradeoffError
-from tradeoff.experiment import run_experiment
 from tradeoff.models.base import build_model
+from tradeoff.pipeline.experiment import run_experiment
 
 
 def test_streamed_representations_match_images_read_one_by_one(tmp_path):
@@ -92,7 +92,7 @@ def test_holdout_is_the_last_images_of_every_class():
         raise AssertionError("a class left without training images must be refused")
 
 
-def test_whole_run_of_every_defence_on_streamed_data(tmp_path):
+def test_whole_run_of_every_defense_on_streamed_data(tmp_path):
     """A streamed run with a per-class holdout trains on the rest, and spectral signatures (with
     retraining), activation clustering and Neural Cleanse (with unlearning) all complete; Neural
     Cleanse uses the held-out training images and measures on the whole validation split."""
@@ -109,7 +109,7 @@ def test_whole_run_of_every_defence_on_streamed_data(tmp_path):
     run = run_experiment(spec, out_dir=tmp_path / "runs", show_progress=False)
     m = run.metrics
     assert m["train_images"] == 3 * (12 - 3)
-    poisons_in_target = int(run.data.poison_mask[run.data.train.labels == run.data.target].sum())
+    poisons_in_target = int(run.data.poison_mask[run.data.train.labels == run.data.backdoor_target.label].sum())
     assert m["spectral_removed"] == poisons_in_target + 1  # the paper's rule: poisons + 1
     assert m["spectral_accuracy_after"] is not None and m["clustering_removed"] > 0
     assert m["cleanse_clean_data"] == "9 held-out training images"

@@ -18,12 +18,12 @@ import yaml
 from safetensors.torch import load_file
 
 from slow_steps import slow_steps_source
-from tradeoff import distributed
-from tradeoff.errors import TradeoffError
-from tradeoff.experiment import run_experiment
-from tradeoff.metrics import TIMING_KEYS
-from tradeoff.config import load_spec
+from tradeoff.config.build import load_spec
+from tradeoff.core import distributed
+from tradeoff.core.errors import TradeoffError
 from tradeoff.data.batches import InMemoryBatches, global_batches
+from tradeoff.evaluation.metrics import TIMING_KEYS
+from tradeoff.pipeline.experiment import run_experiment
 
 # On a 697-image digits subset (the last global batch of 97 splits 49/48): standard training for
 # 2 epochs, and PGD training (no random start, so both runs craft the same examples) for one.
@@ -139,19 +139,19 @@ def test_two_gloo_ranks_killed_and_resumed_match_the_uninterrupted_run(tmp_path)
 # The CLI with every backdoor defence call recorded in calls-RANK.txt beside the launcher.
 COUNTING_LAUNCHER = """import os, sys
 from pathlib import Path
-import tradeoff.experiment
-real = tradeoff.experiment.try_backdoor_defense
+import tradeoff.pipeline.experiment
+real = tradeoff.pipeline.experiment.try_backdoor_defense
 def counted(entry, *args, **kwargs):
     with open(Path(__file__).parent / f"calls-{os.environ['RANK']}.txt", "a") as fh:
-        fh.write(entry["name"] + "\\n")
+        fh.write(entry.name + "\\n")
     return real(entry, *args, **kwargs)
-tradeoff.experiment.try_backdoor_defense = counted
+tradeoff.pipeline.experiment.try_backdoor_defense = counted
 from tradeoff.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_under_torchrun_backdoor_defences_run_once_on_rank_0(tmp_path):
+def test_under_torchrun_backdoor_defenses_run_once_on_rank_0(tmp_path):
     """2 gloo ranks, spectral signatures with retraining and Neural Cleanse: each defence runs once,
     on rank 0 alone (its retraining and unlearning single-process: no rank waits in a collective),
     and the one run folder holds their metrics and outputs."""

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from tradeoff.experiment import run_experiment
-from tradeoff.quickstart import quickstart_specs
-from tradeoff.config import load_spec
+from tradeoff.config.build import load_spec
+from tradeoff.pipeline.experiment import run_experiment
+from tradeoff.sweeps.quickstart import quickstart_specs
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "mnist-cpu"
 
@@ -39,7 +39,7 @@ def test_quickstart_paired_change_over_seeds_by_hand():
     95% t interval, against a hand computation (t_{0.975, 2} = 4.302653 from tables)."""
     from types import SimpleNamespace
 
-    from tradeoff.quickstart import paired_change
+    from tradeoff.sweeps.quickstart import paired_change
 
     runs = [SimpleNamespace(metrics={"backdoor_success_rate": v}) for v in (0.1, 0.2, 0.0, 0.3, 0.2, 0.4)]
     mean, ci = paired_change(runs)  # differences 0.1, 0.3, 0.2

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 
+from tradeoff.config.build import load_spec
+from tradeoff.core.errors import TradeoffError
 from tradeoff.data import load_data
 from tradeoff.data.folder import FolderSet, decode, eval_transform, random_resized_box, resize, train_transform
-from tradeoff.errors import TradeoffError
+from tradeoff.data.generated import write_image_folder
 from tradeoff.poisoning import plan_poison
-from tradeoff.config import load_spec
-from tradeoff.synthetic import write_image_folder
 from tradeoff.triggers import make_trigger
 
 CLASSES = ("ant", "bee", "cat")
@@ -180,7 +180,7 @@ def test_streamed_augmentation_is_the_same_in_any_process_and_after_a_resume(tmp
 def test_end_to_end_run_on_a_generated_folder(tmp_path):
     """The ImageNet path runs: generated JPEGs, on-the-fly poisoning, a loader worker, small-cnn at
     32 px, one step, evaluation on every val image, a finished run folder."""
-    from tradeoff.experiment import run_experiment
+    from tradeoff.pipeline.experiment import run_experiment
 
     make_folder_dataset(tmp_path / "data", "imagenet", per_class=8, size=40)
     spec = folder_spec(tmp_path / "data", workers=1)
@@ -198,7 +198,7 @@ MEMORY_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     from test_folder_data import folder_spec, make_folder_dataset
     from pathlib import Path
-    from tradeoff.experiment import run_experiment
+    from tradeoff.pipeline.experiment import run_experiment
     peaks = []
     for per_class in (4, 12, 48):  # the first run warms up (imports, allocator pools)
         root = make_folder_dataset(Path(sys.argv[2]) / str(per_class), "imagenet", per_class, size=256)

@@ -16,18 +16,18 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-import tradeoff.metrics
-from tradeoff.bounds import margin_bounds
-from tradeoff.certify import certification_metrics
-from tradeoff.cli import main
-from tradeoff.errors import TradeoffError
-from tradeoff.experiment import run_experiment
-from tradeoff.models import build_model
-from tradeoff.models.resnet import Normalize
-from tradeoff import grids
+import tradeoff.evaluation.metrics
 from tradeoff.adversarial_defenses import adversarial_defense_label, make_objective
-from tradeoff.config import load_spec
-from tradeoff.resolve import resolve
+from tradeoff.cli import main
+from tradeoff.config.build import load_spec
+from tradeoff.config.resolve import resolve
+from tradeoff.core.errors import TradeoffError
+from tradeoff.evaluation.certify import certification_metrics
+from tradeoff.models import build_model
+from tradeoff.models.bounds import margin_bounds
+from tradeoff.models.resnet import Normalize
+from tradeoff.pipeline.experiment import run_experiment
+from tradeoff.sweeps import grids
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "table1b"
 
@@ -142,8 +142,8 @@ def test_ibp_models_shapes():
 def test_certification_metric_counts_certified_images():
     """certification_metrics plugs into evaluate(): the per-batch key equals the metric name and
     the fraction equals a direct count of images whose naive IBP margins are all negative."""
-    from tradeoff.metrics import evaluate
     from tradeoff.data.imageset import ImageSet
+    from tradeoff.evaluation.metrics import evaluate
     from tradeoff.triggers import make_trigger
 
     assert certification_metrics(ibp_spec().eval.certified_eps) == ()
@@ -231,11 +231,11 @@ def test_ibp_on_real_mnist_certifies():
 def test_certificates_under_bf16_autocast_never_exceed_an_fp64_computation():
     """Certified robustness is computed in fp32 whatever the run's precision: evaluated under bf16
     autocast at a tiny eps, it never certifies more images than the same bounds in float64."""
+    from tradeoff.core.spec import EvalSpec
     from tradeoff.data.imageset import ImageSet
-    from tradeoff.metrics import evaluate
-    from tradeoff.spec import EvalSpec
+    from tradeoff.evaluation.metrics import evaluate
+    from tradeoff.models.bounds import certified
     from tradeoff.triggers import make_trigger
-    from tradeoff.bounds import certified
 
     torch.manual_seed(3)
     model = build_model("ibp-small", (1, 16, 16), 10).eval()
@@ -304,12 +304,12 @@ def test_table1b_configs_use_the_sweeps_attack_for_their_dataset_and_preset():
     files = sorted(CONFIGS.glob("*.yaml"))
     assert len(files) == 12
     for f in files:
-        dataset, *_, defence, preset = f.stem.split("-")
+        dataset, *_, defense, preset = f.stem.split("-")
         rate = "rate05" if "0.5pct" in f.stem else "rate5"
         ours = resolve(load_spec(f)).eval
-        theirs = sweep[(dataset, preset, f"{rate}-{defence}")]
+        theirs = sweep[(dataset, preset, f"{rate}-{defense}")]
         assert ours.attack == theirs.attack, f.name
-        if defence == "ibp":
+        if defense == "ibp":
             assert ours.certified_eps == pytest.approx(theirs.certified_eps, abs=1e-6), f.name
 
 
@@ -334,8 +334,8 @@ def test_tradeoff_run_of_a_table1b_cells_spec_attacks_as_the_sweep_does(tmp_path
     spec_file.write_text(cell.spec.to_yaml())
 
     used = []
-    real = tradeoff.metrics.perturb
-    monkeypatch.setattr(tradeoff.metrics, "perturb",
+    real = tradeoff.evaluation.metrics.perturb
+    monkeypatch.setattr(tradeoff.evaluation.metrics, "perturb",
                         lambda model, x, y, a, *rest: used.append(a) or real(model, x, y, a, *rest))
     out = tmp_path / "runs"
     assert main(["run", str(spec_file), "--out", str(out), "--data-root", str(tmp_path / "data"), "--quiet"]) == 0
@@ -441,7 +441,7 @@ def test_warmup_regularizer_joins_the_ibp_loss_while_eps_ramps():
     """With ibp_warmup_regularizer 0.5: no term before the ramp and at full eps; at half the
     training eps the loss is the IBP mix plus 0.5 * (1 - 1/2) * the reference regulariser on
     the model's pre-activation bounds at that eps."""
-    from tradeoff.bounds import recording_relu_inputs
+    from tradeoff.models.bounds import recording_relu_inputs
 
     torch.manual_seed(0)
     plain, tuned = make_objective(ibp_spec()), make_objective(ibp_spec(ibp_warmup_regularizer=0.5))
@@ -462,8 +462,8 @@ def test_ibp_initialization_keeps_interval_radii_from_growing_with_depth():
     N(0, 2 pi / fan_in^2) (the sample std within 5%), leaves biases and the classifier as they
     were, and keeps the mean pre-activation radius within a factor 2 from one ReLU to the next in
     ibp-large, where PyTorch's default initialisation multiplies it by 5 or more per layer."""
-    from tradeoff.bounds import recording_relu_inputs
     from tradeoff.models import model_for
+    from tradeoff.models.bounds import recording_relu_inputs
 
     def radii(init: str):
         torch.manual_seed(0)
@@ -485,3 +485,42 @@ def test_ibp_initialization_keeps_interval_radii_from_growing_with_depth():
     growth = np.array(ibp_radii[1:]) / np.array(ibp_radii[:-1])
     assert ((growth > 0.5) & (growth < 2)).all(), growth
     assert (np.array(default_radii[1:]) / np.array(default_radii[:-1])).max() > 5
+
+
+def test_ibp_honours_the_eps_ramp_as_a_cap_on_its_own_schedule():
+    """adversarial_defense.eps_ramp caps IBP's training eps: at step s the eps is
+    min(IBP's ramp, (s + 1) / (eps_ramp * total steps)) * ibp_eps (by hand), while the loss mix
+    follows IBP's own schedule; without a ramp the schedule is IBP's alone."""
+    spec = resolve(load_spec(None, {"adversarial_defense": {"objective": "ibp", "eps_ramp": 0.5, "ibp_eps": 0.4,
+                                                            "ibp_warmup_steps": 0, "ibp_ramp_steps": 10}}))
+    objective = make_objective(spec)
+    objective.total_steps = 100
+    for step in (0, 4, 9, 30, 49, 80):
+        own = min(1.0, step / 10)
+        eps, kappa = objective.schedule(step)
+        assert eps == pytest.approx(min(own, (step + 1) / 50) * 0.4)
+        assert kappa == pytest.approx(own * 0.5)
+    plain = make_objective(dataclasses.replace(spec, adversarial_defense=dataclasses.replace(
+        spec.adversarial_defense, eps_ramp=0.0)))
+    plain.total_steps = 100
+    assert plain.schedule(5) == pytest.approx((0.5 * 0.4, 0.5 * 0.5))
+
+
+def test_the_eps_ramp_leaves_every_ibp_table_cell_as_it_was():
+    """The cpu preset ramps eps over MNIST's first quarter of training, Table 1(b)'s IBP cells
+    included: IBP's own warm-up and ramp are slower at every step, so their schedule (eps and mix,
+    step by step) is the same with and without the cap."""
+    checked = 0
+    for preset in grids.preset_names():
+        for cell in _table1b_cells(preset):
+            spec = resolve(cell.spec)
+            if spec.adversarial_defense.eps_ramp <= 0 or spec.adversarial_defense.objective != "ibp":
+                continue
+            assert spec.train.steps is not None, cell.label
+            capped = make_objective(spec)
+            uncapped = make_objective(dataclasses.replace(spec, adversarial_defense=dataclasses.replace(
+                spec.adversarial_defense, eps_ramp=0.0)))
+            capped.total_steps = uncapped.total_steps = spec.train.steps
+            assert all(capped.schedule(s) == uncapped.schedule(s) for s in range(spec.train.steps)), cell.label
+            checked += 1
+    assert checked > 0

@@ -9,15 +9,21 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from tradeoff.config import load_spec, section
+from tradeoff.config.build import load_spec, section
+from tradeoff.config.resolve import resolve
+from tradeoff.core.spec import AttackSpec, EvalSpec, Spec
 from tradeoff.data import ImageSet
-from tradeoff.experiment import run_experiment
-from tradeoff.masking import (cube_attack, in_run_warnings, masking_checks, masking_subset, split_warnings,
-                              transfer_warning)
-from tradeoff.resolve import resolve
-from tradeoff.saliency import trigger_saliency
-from tradeoff.spec import AttackSpec, EvalSpec, Spec
-from tradeoff.transfer import TRANSFER_KEY, transfer_check
+from tradeoff.evaluation.masking import (
+    cube_attack,
+    in_run_warnings,
+    masking_checks,
+    masking_subset,
+    split_warnings,
+    transfer_warning,
+)
+from tradeoff.evaluation.saliency import trigger_saliency
+from tradeoff.pipeline.experiment import run_experiment
+from tradeoff.pipeline.transfer import TRANSFER_KEY, transfer_check
 from tradeoff.triggers import make_trigger
 
 SHAPE = (1, 4, 4)

@@ -3,10 +3,10 @@
 import torch
 from torch import nn
 
-from tradeoff.config import section
+from tradeoff.config.build import section
+from tradeoff.core.spec import EvalSpec
 from tradeoff.data import ImageSet
-from tradeoff.metrics import evaluate
-from tradeoff.spec import EvalSpec
+from tradeoff.evaluation.metrics import evaluate
 from tradeoff.triggers import make_trigger
 
 

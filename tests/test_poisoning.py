@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from tradeoff.errors import TradeoffError
-from tradeoff.config import section
+from tradeoff.config.build import section
+from tradeoff.core.errors import TradeoffError
 from tradeoff.data import ImageSet
 from tradeoff.poisoning import plan_poison
 from tradeoff.triggers import make_trigger

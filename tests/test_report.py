@@ -8,10 +8,10 @@ import json
 import math
 import re
 
-from tradeoff import grids
 from tradeoff.cli import main
 from tradeoff.report import paper_values
-from tradeoff.sweep import write_manifest
+from tradeoff.sweeps import grids
+from tradeoff.sweeps.sweep import write_manifest
 
 # Backdoor success rate and adversarial robustness of each (cell slug, seed) we fabricate.
 FAKE = {
@@ -45,8 +45,9 @@ def test_report_layout_and_numbers(tmp_path, capsys):
     our mean ± sample std [95% t interval] over seeds beside the paper's value, checked against hand
     computations (10% and 20% -> 15.0 ± 7.1, half-width t(0.975, 1) x 7.07 / sqrt(2) = 63.5, cut to [0, 100];
     50% and 70% -> 60.0 ± 14.1); the standard/adversarial pair's paired difference (+40, +50 ->
-    +45.0, interval [-18.5, +108.5]) is inconclusive; missing, failed and skipped cells are marked;
-    CSV, self-contained HTML and a PNG plot are written."""
+    +45.0, interval [-18.5, +108.5], shown clipped to [-18.5, +100]) is inconclusive; clipped ends
+    are marked and their computed values kept in the CSV; missing, failed and skipped cells are
+    marked; CSV, self-contained HTML and a PNG plot are written."""
     out = tmp_path / "sweep"
     _fake_sweep(out)
     assert main(["report", str(out)]) == 0
@@ -67,14 +68,14 @@ def test_report_layout_and_numbers(tmp_path, capsys):
     sd_adv = math.sqrt(((50 - 60) ** 2 + (70 - 60) ** 2) / 1)
     t_975_1 = 12.7062047  # Student's t quantile, 1 degree of freedom (printed tables)
     half, half_adv = t_975_1 * sd2 / math.sqrt(2), t_975_1 * sd_adv / math.sqrt(2)
-    # a percentage's interval is cut to [0, 100]
-    assert rows["None"][0] == f"15.0 ± {sd2:.1f} [0.0, {15 + half:.1f}] (15.0)"
-    assert rows["Adv. Training"][0] == f"60.0 ± {sd_adv:.1f} [0.0, 100.0] (62.5)"
+    # a percentage's interval is clipped to [0, 100], the clipped ends marked
+    assert rows["None"][0] == f"15.0 ± {sd2:.1f} [0.0†, {15 + half:.1f}] (15.0)"
+    assert rows["Adv. Training"][0] == f"60.0 ± {sd_adv:.1f} [0.0†, 100.0†] (62.5)"
     assert rows["None"][1] == "5.0 (12.2)"  # one of two seeds done: no spread
     assert rows["Adv. Training"][1] == "error (57.0)"
     assert rows["None"][2] == "– (47.1)"  # CIFAR-10 not swept
     assert "| MNIST | Backdoor Success rate | Adv. Defense=None; Trigger Size=2 x 2 | Adv. Defense=Adv. Training; " \
-           f"Trigger Size=2 x 2 | 15.0 → 62.5 | +45.0 | [{45 - half:+.1f}, {45 + half:+.1f}] (t) | 2 | inconclusive |" in md
+           f"Trigger Size=2 x 2 | 15.0 → 62.5 | +45.0 | [{45 - half:+.1f}, +100.0†] (t) | 2 | inconclusive |" in md
     assert "With/without pairs: **0 of 2 pairs reproduced (0 opposite, 1 inconclusive, 1 without a verdict)**" in md
     assert "boom" in md
     # cost: every timed stage counts (training, evaluation 15 s, masking checks 5 s):
@@ -89,8 +90,11 @@ def test_report_layout_and_numbers(tmp_path, capsys):
     assert float(row["ours_mean"]) == 15.0 and abs(float(row["ours_std"]) - sd2) < 1e-3 and row["n_seeds"] == "2"
     assert len(table) == 12  # the paper's 12 cells of Table 2(b), nothing else
     assert float(row["ci_low"]) == 0.0 and abs(float(row["ci_high"]) - (15 + half)) < 1e-3 and row["ci_method"] == "t"
+    assert abs(float(row["ci_low_raw"]) - (15 - half)) < 1e-3 and row["ci_clipped"] == "low"
     pair = next(r for r in rows_csv if r["kind"] == "pair" and r["n_seeds"] == "2")
     assert (float(pair["ours_mean"]), pair["verdict"]) == (45.0, "inconclusive")
+    assert (float(pair["ci_high"]), pair["ci_clipped"]) == (100.0, "high")
+    assert abs(float(pair["ci_high_raw"]) - (45 + half)) < 1e-3
     assert [r["verdict"] for r in rows_csv if r["kind"] == "summary"] == [
         "0 of 2 pairs reproduced (0 opposite, 1 inconclusive, 1 without a verdict)"]
 
@@ -100,7 +104,7 @@ def test_report_layout_and_numbers(tmp_path, capsys):
     assert (out / "tradeoff-table2b-smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_the_report_names_the_backdoor_defences_decision_rules(tmp_path, capsys):
+def test_the_report_names_the_backdoor_defenses_decision_rules(tmp_path, capsys):
     """A table whose runs used an oracle decision rule (the paper's spectral removal count knows
     how many images are poisoned) says so in its notes."""
     out = tmp_path / "sweep"
@@ -168,7 +172,7 @@ def test_the_caption_names_the_evaluation_attack_the_runs_used(tmp_path):
     assert "Adv. robustness," not in (out / "report.md").read_text()
 
 
-def test_a_failed_backdoor_defence_is_named_in_the_report(tmp_path, capsys):
+def test_a_failed_backdoor_defense_is_named_in_the_report(tmp_path, capsys):
     """A run whose activation clustering could not run (clustering_error, no clustering metrics):
     its cell says 'defence failed', the notes carry the sentence, spectral's value is shown."""
     out = tmp_path / "sweep"
@@ -191,6 +195,7 @@ def test_a_pair_without_paper_values_takes_the_papers_direction_elsewhere():
     """MNIST has no paper value in Table 3(a)(b): its clean-label vs dirty-label comparison expects
     the direction the paper reports for CIFAR-10; a textbook-rule metric expects the direction of
     the paper's metric it is ``like``."""
+    from tradeoff.records.manifest import Manifest, ManifestCell, ManifestMetric
     from tradeoff.report.collect import Entry, comparisons
 
     det, textbook = "Detection Rate (SS) @ 5%", "Detection Rate (SS, textbook) @ 5%"
@@ -203,8 +208,9 @@ def test_a_pair_without_paper_values_takes_the_papers_direction_elsewhere():
         ("MNIST", dirty, textbook): Entry("MNIST", dirty, textbook, values=[50.0, 55.0, 52.0], seeds=[0, 1, 2]),
         ("MNIST", clean, textbook): Entry("MNIST", clean, textbook, values=[51.0, 56.0, 53.0], seeds=[0, 1, 2]),
     }
-    metrics = [{"paper": det, "keys": ["d"]}, {"paper": textbook, "keys": ["t"], "like": det}]
-    manifest = {"cells": [{"paper_dataset": "MNIST", "setting": clean, "twin": dirty, "metrics": metrics}]}
+    metrics = [ManifestMetric(det, ["d"]), ManifestMetric(textbook, ["t"], like=det)]
+    manifest = Manifest("t", "Table 3 (a)(b)", "", "smoke", ["mnist"],
+                        cells=[ManifestCell("mnist", "MNIST", clean, "clean", 0, twin=dirty, metrics=metrics)])
     by_metric = {c.metric: c for c in comparisons(manifest, entries)}
     assert (by_metric[det].paper_source, by_metric[det].paper_difference) == ("CIFAR10", 8.7 - 81.6)
     assert by_metric[det].verdict == "reproduced"  # -75.7 points, interval well below 0

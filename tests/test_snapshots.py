@@ -16,9 +16,9 @@ import torch
 from safetensors.torch import load_file
 
 from slow_steps import slow_steps_source
-from tradeoff import snapshots
-from tradeoff.metrics import TIMING_KEYS
-from tradeoff.spec import Spec
+from tradeoff.core.spec import Spec
+from tradeoff.evaluation.metrics import TIMING_KEYS
+from tradeoff.training import snapshots
 
 # 6 steps an epoch, 4 epochs; every 4 steps is a snapshot, so they fall inside epochs too.
 SPEC = """name: t
@@ -110,7 +110,7 @@ def test_a_kill_during_a_snapshot_write_resumes_from_the_one_before(reference, t
     out = tmp_path / "out"
     preamble = """
 import os, signal
-import tradeoff.runs as s
+import tradeoff.records.folders as s
 real = s.save_file
 def half_then_die(tensors, path, metadata=None):
     real(tensors, path, metadata=metadata)
@@ -225,8 +225,8 @@ def test_a_run_killed_while_writing_its_first_marker_starts_again(tmp_path):
     there still makes it "not a run folder"."""
     import tempfile
 
-    from tradeoff.errors import TradeoffError
-    from tradeoff.runs import UNFINISHED, RunFolder
+    from tradeoff.core.errors import TradeoffError
+    from tradeoff.records.folders import UNFINISHED, RunFolder
 
     run = tmp_path / "cell"
     run.mkdir()

@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from tradeoff import grids
-from tradeoff.errors import TradeoffError
-from tradeoff.config import load_spec, parse_overrides, spec_from_dict
-from tradeoff.resolve import resolve
-from tradeoff.spec import Spec
+from tradeoff.config.build import load_spec, parse_overrides, spec_from_dict
+from tradeoff.config.resolve import resolve
+from tradeoff.core.errors import TradeoffError
+from tradeoff.core.spec import Spec
+from tradeoff.sweeps import grids
 
 
 @pytest.mark.parametrize("raw,message", [
@@ -99,8 +99,8 @@ def test_imagenet_paper_cells_require_released_weights_or_a_deliberate_from_scra
 def test_fields_added_later_leave_earlier_digests_alone_until_set():
     """model.from_scratch, data.holdout_per_class, eval.every_steps, eval.curve_images,
     eval.autoattack, the attacks' target_classes and step_schedule, synthetic, and the masking options
-    eval.masking_checks, eval.masking_images and eval.saliency, data.augment_flip, model.init, train.grad_clip
-    and IBP's warm-up regulariser options (added after 0.2.0) are left out of the digest while unset or at their defaults, so cells swept before them keep their
+    eval.masking_checks, eval.masking_images and eval.saliency, data.augment_flip, model.init, train.grad_clip,
+    train.tf32, eval.spatial, poison.target_mode, data.verify, data.skip_unreadable and IBP's warm-up regulariser options (added after 0.2.0) are left out of the digest while unset or at their defaults, so cells swept before them keep their
     digests (a hash of the spec without the fields); set, they count."""
     spec = Spec()
     d = spec.to_dict()
@@ -109,7 +109,9 @@ def test_fields_added_later_leave_earlier_digests_alone_until_set():
     for section in ("eval", "adversarial_defense"):
         del d[section]["attack"]["target_classes"], d[section]["attack"]["step_schedule"]
     del d["eval"]["masking_checks"], d["eval"]["masking_images"], d["eval"]["saliency"], d["data"]["augment_flip"]
-    del d["model"]["init"], d["train"]["grad_clip"]
+    del d["model"]["init"], d["train"]["grad_clip"], d["train"]["tf32"]
+    d["eval"].pop("spatial", None), d["poison"].pop("target_mode", None)
+    d["data"].pop("verify", None), d["data"].pop("skip_unreadable", None)
     d["data"].pop("root")
     d["data"].pop("workers", None)
     assert spec.digest() == hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -120,6 +122,9 @@ def test_fields_added_later_leave_earlier_digests_alone_until_set():
     assert spec.digest() != Spec().digest()
     spec = Spec()
     spec.eval.attack.target_classes = 9
+    assert spec.digest() != Spec().digest()
+    spec = Spec()
+    spec.train.tf32 = "off"
     assert spec.digest() != Spec().digest()
     spec = Spec()
     spec.data.augment_flip = False

@@ -1,4 +1,4 @@
-"""Paper tables as grids (tradeoff.grids) and the resumable sweep (tradeoff.sweep)."""
+"""Paper tables as grids (tradeoff.sweeps.grids) and the resumable sweep (tradeoff.sweeps.sweep)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
+import tradeoff.pipeline.experiment
 from slow_steps import slow_steps_source
-from tradeoff import grids
 from tradeoff.cli import main
-from tradeoff.config import load_spec
-from tradeoff.metrics import TIMING_KEYS
-from tradeoff.resolve import resolve
-from tradeoff.runs import finished_runs
-import tradeoff.experiment
-from tradeoff.sweep import seed_major, sweep
+from tradeoff.config.build import load_spec
+from tradeoff.config.resolve import resolve
+from tradeoff.evaluation.metrics import TIMING_KEYS
+from tradeoff.records.folders import finished_runs
+from tradeoff.sweeps import grids
+from tradeoff.sweeps.sweep import seed_major, sweep
 
 TINY_TABLE = """
 id: tiny
@@ -142,12 +142,12 @@ def test_a_cell_that_failed_after_training_resumes_from_its_snapshot(tmp_path, o
     table.write_text(TINY_TABLE)
     args = dict(datasets=["digits"], echo=lambda m: None, only=["adv-training"])
     sweep([str(table)], "smoke", tmp_path / "ref", **args)
-    evaluate = tradeoff.experiment.evaluate
+    evaluate = tradeoff.pipeline.experiment.evaluate
 
     def fails(*a, **k):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr("tradeoff.experiment.evaluate", fails)
+    monkeypatch.setattr("tradeoff.pipeline.experiment.evaluate", fails)
     first = sweep([str(table)], "smoke", tmp_path / "out", **args)
     assert len(first.failed) == 1 and "out of memory" in next(iter(first.failed.values()))
     (folder,) = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
@@ -155,7 +155,7 @@ def test_a_cell_that_failed_after_training_resumes_from_its_snapshot(tmp_path, o
     assert (marker["stage"], marker["error"]) == ("evaluation", "RuntimeError: out of memory")
     assert (folder / "model.safetensors").is_file() and _runs(tmp_path / "out") == {}
 
-    monkeypatch.setattr("tradeoff.experiment.evaluate", evaluate)
+    monkeypatch.setattr("tradeoff.pipeline.experiment.evaluate", evaluate)
     again = sweep([str(table)], "smoke", tmp_path / "out", **args)
     assert again.ran == [folder.name] and not again.failed
     assert "resumed from the snapshot" in (folder / "log.txt").read_text()
@@ -175,7 +175,8 @@ def test_layers_and_shared_cells():
         "poison": {"method": "clean-label", "target": 7, "fraction_of_target_class": 0.5},
         "model": {"name": "small-cnn"}, "adversarial_defense": {"objective": "pgd", "eps_ramp": 0.25},
         "train": {"epochs": 3, "batch_size": 100, "optimizer": "adam", "lr": 0.001},
-        "eval": {"attack": {"steps": 20, "step_size": 0.3, "step_schedule": "cosine", "loss": "ce"}}})
+        "eval": {"attack": {"steps": 20, "step_size": 0.3, "step_schedule": "cosine", "loss": "margin",
+                            "target_classes": 9}}})
     assert g.cells[1].digest == resolve(by_hand).digest()
     assert g.cells[1].run_name == f"table1a-mnist-adv-training-s1-{g.cells[1].digest}"
 
@@ -258,17 +259,17 @@ def test_smoke_sweep_on_real_mnist(tmp_path, one_thread):
 def test_manifest_keeps_cells_of_earlier_partial_sweeps(tmp_path):
     """Sweeping some cells, then others, into one folder lists all of them in the table's manifest
     (what the report reads); re-planning a cell replaces its old entry instead of duplicating it."""
-    from tradeoff.sweep import read_manifests, write_manifest
+    from tradeoff.sweeps.sweep import read_manifests, write_manifest
 
     table = grids.load_table("table2d")
     for only in (["fixed-*"], ["random-*"], ["fixed-standard"]):
         write_manifest(tmp_path, grids.expand(table, "smoke", datasets=["mnist"], only=only), {}, {})
     (manifest,) = read_manifests(tmp_path)
-    assert sorted(c["slug"] for c in manifest["cells"]) == sorted(
+    assert sorted(c.slug for c in manifest.cells) == sorted(
         ["fixed-standard", "fixed-adv-training", "random-standard", "random-adv-training"])
 
 
-def test_defence_tables_run_mnist_at_the_cpu_preset_only():
+def test_defense_tables_run_mnist_at_the_cpu_preset_only():
     """Tables 3(a)(b), 3(c), S5(a)(b) list MNIST at the cpu preset (with the textbook rules beside
     the paper's) and skip it at the paper preset, saying why; a metric restricted to MNIST is not a
     column of the other datasets' cells."""
@@ -279,7 +280,7 @@ def test_defence_tables_run_mnist_at_the_cpu_preset_only():
         paper = grids.expand(table, "paper", datasets=["mnist"])
         assert not paper.cells and "no MNIST cells" in paper.skipped["mnist"]
     cell = grids.expand(grids.load_table("table3ab"), "cpu", datasets=["mnist"]).cells[0]
-    prefixes = [e.get("prefix", e["name"]) for e in cell.spec.backdoor_defenses]
+    prefixes = [e.prefix or e.name for e in cell.spec.backdoor_defenses]
     assert prefixes == ["spectral", "spectral_textbook", "activation-clustering", "clustering_size"]
     s5 = grids.load_table("supp5a")
     restricted = [m for m in s5.metrics if m.datasets == ["mnist"]]

@@ -1,7 +1,7 @@
 """`tradeoff sweep --synthetic`: the paper preset's cells on generated data with the named budget
-cuts. A sample (the cheapest cell of each table and dataset) runs end to end with the sweep's own
+cuts. A sample (the cheapest cell of each table, and of each dataset's other code paths) runs end to end with the sweep's own
 code path; only the sizes are tighter than a real synthetic sweep's (test-only cuts through the
-same :class:`tradeoff.synthetic.Cuts` layer)."""
+same :class:`tradeoff.sweeps.synthetic.Cuts` layer)."""
 
 from __future__ import annotations
 
@@ -10,30 +10,31 @@ import dataclasses
 import json
 from pathlib import Path
 
-import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
 
-import tradeoff.synthetic as synthetic
-from tradeoff import grids
+import tradeoff.sweeps.synthetic as synthetic
 from tradeoff.cli import main
+from tradeoff.config.build import differing_fields, spec_from_dict
 from tradeoff.models import model_for
 from tradeoff.report import write_report
-from tradeoff.sweep import sweep
-from tradeoff.synthetic import Cuts, SyntheticData
+from tradeoff.sweeps import grids
+from tradeoff.sweeps.sweep import sweep
+from tradeoff.sweeps.synthetic import Cuts, SyntheticData
 
 # Tighter than the sweep's cuts, for the test's time only: the same layer, smaller numbers.
 TEST_CUTS = Cuts(
     fields={"default": {"train.steps": 1, "train.batch_size": 10, "data.test_subset": 10, "eval.batch_size": 10},
             "imagenet": {"train.steps": 1, "train.batch_size": 2, "data.test_subset": 2, "eval.batch_size": 2,
                          "train.precision": "fp32", "data.workers": 1, "data.image_size": 64}},
-    defenses={"neural-cleanse": {"epochs": 1, "unlearn_epochs": 1, "reverse_images": 2, "batch_size": 2,
-                                 "unlearn_batch_size": 2}})
+    options={"neural-cleanse": {"epochs": 1, "unlearn_epochs": 1, "reverse_images": 2, "batch_size": 2,
+                                "unlearn_batch_size": 2}})
 
 
 def small_data(root: Path) -> SyntheticData:
-    return SyntheticData(root, mnist=(60, 30), cifar10=(60, 30), imagenet=(2, 1), imagenet_sizes=(64, 96))
+    return SyntheticData(root, shapes={"mnist": {"train": 60, "test": 30}, "cifar10": {"train": 60, "test": 30},
+                                       "imagenet": {"train": 2, "test": 1, "sizes": (64, 96)}})
 
 
 def _cost(cell) -> tuple:
@@ -42,12 +43,19 @@ def _cost(cell) -> tuple:
             s.adversarial_defense.lipschitz > 0, s.model.width, s.eval.attack.steps)
 
 
+# Beside each table's first dataset, the datasets' other code paths: CIFAR-10 and ImageNet
+# training, and a backdoor defence on streamed ImageNet data.
+OTHER_DATASETS = (("table1a", "cifar10"), ("table1a", "imagenet"), ("supp5b", "imagenet"))
+
+
 def sample(data: SyntheticData) -> list[tuple[str, str, str]]:
-    """(table, dataset, slug): the cheapest cell of every table and dataset of the paper preset."""
+    """(table, dataset, slug): the cheapest cell of every table on its first dataset, and of
+    OTHER_DATASETS, at the paper preset."""
     picked = []
     for table in grids.table_ids():
         g = grids.expand(grids.load_table(table), "paper", seeds=1, synthetic=data)
-        for ds in dict.fromkeys(c.dataset for c in g.cells):
+        datasets = list(dict.fromkeys(c.dataset for c in g.cells))
+        for ds in datasets[:1] + [d for t, d in OTHER_DATASETS if t == table]:
             cells = [c for c in g.cells if c.dataset == ds and c.spec is not None]
             picked.append((table, ds, min(cells, key=_cost).slug))
     return picked
@@ -64,11 +72,9 @@ def test_cut_names_every_change_and_the_flag_is_in_the_digest(tmp_path):
     assert cell.digest == cell.spec.digest() != dataclasses.replace(cell.spec, synthetic=False).digest()
     cuts = cell.records["synthetic.json"]["cuts"]
     assert cuts["train.steps"] == {"from": 100000, "to": 3} and cuts["synthetic"] == {"from": False, "to": True}
-    cleanse = next(i for i, e in enumerate(cell.spec.backdoor_defenses) if e["name"] == "neural-cleanse")
+    cleanse = next(i for i, e in enumerate(cell.spec.backdoor_defenses) if e.name == "neural-cleanse")
     assert cuts[f"backdoor_defenses[{cleanse}].epochs"] == {"from": 20, "to": 1}
     # every field the cut changed is named, and nothing else differs from the uncut cell
-    from tradeoff.config import differing_fields
-
     differ = set(differing_fields(plain.spec.to_dict(), cell.spec.to_dict(), skip={"name", "data.root"}))
     assert differ - {"backdoor_defenses"} == {k for k in cuts if not k.startswith("backdoor_defenses[")}
     assert "backdoor_defenses" in differ
@@ -76,13 +82,14 @@ def test_cut_names_every_change_and_the_flag_is_in_the_digest(tmp_path):
     imagenet = grids.expand(grids.load_table("table1a"), "paper", seeds=1, datasets=["imagenet"], synthetic=data)
     cuts = imagenet.cells[0].records["synthetic.json"]["cuts"]
     assert cuts["train.precision"] == {"from": "fp16", "to": "fp32"}
-    assert cuts["model.checkpoint"]["to"] == str(data.checkpoint) == imagenet.cells[0].spec.model.checkpoint
+    assert cuts["model.checkpoint"]["to"] == str(data.weights_of("imagenet")) == imagenet.cells[0].spec.model.checkpoint
     assert cuts["train.steps"]["from"] == "90 epochs" and imagenet.cells[0].spec.data.options.workers == 1
 
 
 def test_synthetic_sample_runs_every_table(tmp_path, monkeypatch, capsys, one_thread):
-    """One cell per table and dataset through `tradeoff sweep --synthetic`'s code path: every cell
-    finishes (the ImageNet cells' backdoor defences on streamed data included), the flag is in
+    """One cell per table (and of the other datasets' code paths) through `tradeoff sweep
+    --synthetic`'s code path: every cell finishes (an ImageNet cell's backdoor defence on streamed
+    data included), the flag is in
     every spec.yaml, metrics.json, summary.csv row and report
     table, each run folder's synthetic.json names its cuts, summary.csv has a row per cell the
     dry run lists, and the stand-in checkpoint is the ImageNet model's starting point."""
@@ -121,8 +128,6 @@ def test_synthetic_sample_runs_every_table(tmp_path, monkeypatch, capsys, one_th
     assert {"train.precision", "model.checkpoint", "data.image_size"} <= set(record["cuts"])
 
     # the stand-in checkpoint is what the ImageNet model starts from (all but the 1000-class head)
-    from tradeoff.config import spec_from_dict
-
     spec = spec_from_dict(yaml.safe_load((imagenet / "spec.yaml").read_text()))
     model = model_for(spec, (3, 64, 64), 10, torch.device("cpu"))
     state = load_file(spec.model.checkpoint)

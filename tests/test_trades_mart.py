@@ -15,17 +15,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tradeoff import grids
 from tradeoff.adversarial_defenses import Regularized, adversarial_defense_label, make_objective
 from tradeoff.adversarial_defenses.mart import mart_loss
 from tradeoff.adversarial_defenses.trades import kl_divergence, trades_loss
-from tradeoff.attacks import perturb, random_start, project
-from tradeoff.config import load_spec
+from tradeoff.attacks.pgd import perturb, project, random_start
+from tradeoff.config.build import load_spec
+from tradeoff.config.resolve import resolve
+from tradeoff.core.spec import TrainSpec
 from tradeoff.data.batches import InMemoryBatches
 from tradeoff.models import build_model
-from tradeoff.resolve import resolve
-from tradeoff.spec import TrainSpec
-from tradeoff.training import train_model
+from tradeoff.sweeps import grids
+from tradeoff.training.loop import train_model
 
 
 def _spec(**defense):

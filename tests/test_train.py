@@ -6,10 +6,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from tradeoff.adversarial_defenses import make_objective
-from tradeoff.config import load_spec
+from tradeoff.config.build import load_spec
+from tradeoff.core.errors import TradeoffError
 from tradeoff.data.batches import InMemoryBatches
-from tradeoff.errors import TradeoffError
-from tradeoff.training import piecewise_lr, train_model, triangular_lr
+from tradeoff.training.loop import piecewise_lr, train_model, triangular_lr
 
 
 def test_piecewise_schedule_in_steps_and_epochs():

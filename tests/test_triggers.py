@@ -4,10 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from tradeoff.config import section
-
-from tradeoff.errors import TradeoffError
-
+from tradeoff.config.build import section
+from tradeoff.core.errors import TradeoffError
 from tradeoff.triggers import make_trigger, sticker_pattern
 
 
@@ -134,7 +132,7 @@ def test_a_pattern_file_replaces_the_generated_picture(tmp_path):
 
 
 def test_an_unknown_watermark_pattern_is_a_clear_error():
-    from tradeoff.config import load_spec
+    from tradeoff.config.build import load_spec
 
     with pytest.raises(TradeoffError, match="pattern"):
         load_spec(None, ["trigger.kind=watermark", "trigger.pattern=apple"])

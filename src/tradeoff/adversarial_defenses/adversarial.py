@@ -3,15 +3,15 @@
 - ``pgd``: Madry et al., every batch 100% adversarial, a fresh random start for every batch.
 
 - ``fgsm``: one signed-gradient step of size eps from the clean image (Supplement 2); with
-  ``defense.attack.targeted`` it is the original's variant, one step towards a random wrong label.
-- ``l2-pgd``: PGD in the L2 ball (Supplement 3); the same as ``pgd`` with ``defense.attack.norm: l2``
-  (:func:`tradeoff.resolve.resolve` sets the norm, so the eps/step defaults are the L2 ones).
-- ``fast``: FGSM from a uniform random start with a step of ``defense.fast_step`` (1.25) x eps
+  ``adversarial_defense.attack.targeted`` it is the original's variant, one step towards a random wrong label.
+- ``l2-pgd``: PGD in the L2 ball (Supplement 3); the same as ``pgd`` with ``adversarial_defense.attack.norm: l2``
+  (:func:`tradeoff.config.resolve.resolve` sets the norm, so the eps/step defaults are the L2 ones).
+- ``fast``: FGSM from a uniform random start with a step of ``adversarial_defense.fast_step`` (1.25) x eps
   (Wong et al. 2020).
 - ``free``: minibatch replay (Shafahi et al. 2019), one backward pass for both the weights and
   the perturbation, the perturbation carried over from replay to replay and batch to batch.
 
-All of them take eps (and the norm, loss and targeting) from ``defense.attack``; FGSM and fast
+All of them take eps (and the norm, loss and targeting) from ``adversarial_defense.attack``; FGSM and fast
 training ignore its step count, step size and random start, which define them.
 """
 
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import torch
 
 from tradeoff.adversarial_defenses.base import ATTACK_MODEL_MODES, OBJECTIVES, Objective
-from tradeoff.attacks import gradient_step, perturb, project
-from tradeoff.spec import option
+from tradeoff.attacks.pgd import gradient_step, perturb, project
+from tradeoff.core.spec import option
 
 
 @OBJECTIVES.register("pgd")

@@ -14,19 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tradeoff.registry import Registry
+from tradeoff.core.registry import Registry
+from tradeoff.models.mode import model_mode
 
 OBJECTIVES: Registry = Registry("training objective", plural="objectives")
-
-@contextmanager
-def model_mode(model, training: bool):
-    """Temporarily put the model in train or eval mode."""
-    was = model.training
-    model.train(training)
-    try:
-        yield
-    finally:
-        model.train(was)
 
 
 @contextmanager
@@ -58,7 +49,7 @@ ATTACK_MODEL_MODES.register("batch-stats", description="batch statistics, runnin
 
 class Objective:
     replays = 1
-    attack_norm: str | None = None  # set: resolve() forces defense.attack.norm to it
+    attack_norm: str | None = None  # set: resolve() forces adversarial_defense.attack.norm to it
     total_steps: int = 0  # set by the training loop before the first step (schedules read it)
 
     @classmethod
@@ -101,15 +92,19 @@ class Objective:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         pass
 
-    def ramped(self, a, step: int):
-        """``a`` with eps (and step size) scaled by the eps ramp at ``step``: linear from 0 to the
-        full eps over the first ``defense.eps_ramp`` of training. Small CNNs trained at MNIST's
-        eps 0.3 from the first step often never leave chance level; the ramp lets them learn the
-        clean task first."""
+    def ramp_fraction(self, step: int) -> float:
+        """The share of the full eps at ``step`` under ``adversarial_defense.eps_ramp``: linear
+        from 0 to 1 over that fraction of training, then 1 (always 1 without a ramp). Small CNNs
+        trained at MNIST's eps 0.3 from the first step often never leave chance level; the ramp
+        lets them learn the clean task first."""
         fraction = self.defense.eps_ramp
         if fraction <= 0 or self.total_steps <= 0:
-            return a
-        t = min(1.0, (step + 1) / (fraction * self.total_steps))
+            return 1.0
+        return min(1.0, (step + 1) / (fraction * self.total_steps))
+
+    def ramped(self, a, step: int):
+        """``a`` with eps (and step size) scaled by :meth:`ramp_fraction` at ``step``."""
+        t = self.ramp_fraction(step)
         return a if t >= 1.0 else dataclasses.replace(a, eps=a.eps * t, step_size=a.step_size * t)
 
 

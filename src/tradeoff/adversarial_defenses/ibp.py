@@ -3,7 +3,9 @@
 loss = (1 - kappa) * CE(z(x), y) + kappa * CE(z_hat, y), where ``z_hat_j`` is the upper bound on
 ``z_j - z_y`` over the eps-box (0 at y). Both the training eps and kappa stay at 0 for
 ``ibp_warmup_steps`` steps, then rise linearly over ``ibp_ramp_steps`` steps to ``ibp_eps`` and
-``ibp_final_mix`` (the protocol: 0 -> eps and nominal weight 1 -> 0.5).
+``ibp_final_mix`` (the protocol: 0 -> eps and nominal weight 1 -> 0.5). ``adversarial_defense.eps_ramp``
+is honoured as a cap on the training eps: the eps at a step is the smaller of the two schedules'
+(where IBP's own ramp is the slower one, as in every table, the ramp changes nothing).
 
 While eps ramps up, ``ibp_warmup_regularizer`` > 0 adds Shi et al. (2021)'s warm-up regularisers
 (:func:`warmup_regularizer`) with weight ``ibp_warmup_regularizer * (1 - eps_t / eps)``; with
@@ -19,8 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from tradeoff.adversarial_defenses.base import OBJECTIVES, Objective
-from tradeoff.bounds import Bounds, input_box, recording_relu_inputs, worst_case_logits
-from tradeoff.spec import option
+from tradeoff.core.registry import SyntheticCut
+from tradeoff.core.spec import option
+from tradeoff.models.bounds import Bounds, input_box, recording_relu_inputs, worst_case_logits
 
 
 def ramp(step: int, warmup: int, length: int) -> float:
@@ -72,7 +75,9 @@ def warmup_regularizer(relu_inputs: list[Bounds], input_radius: torch.Tensor, to
     return total / max(1, len(relu_inputs))
 
 
-@OBJECTIVES.register("ibp", options=IBPOptions)
+# on generated data (a few steps): a warm-up of one step, a ramp of one
+@OBJECTIVES.register("ibp", options=IBPOptions,
+                     synthetic=SyntheticCut(options={"ibp_warmup_steps": 1, "ibp_ramp_steps": 1}))
 class IBPTraining(Objective):
     """Nominal cross-entropy mixed with the verified cross-entropy over worst-case margins."""
 
@@ -87,10 +92,11 @@ class IBPTraining(Objective):
         return eps if eps is not None else self.defense.attack.eps
 
     def schedule(self, step: int) -> tuple[float, float]:
-        """(training eps, weight of the verified loss) at global step ``step``."""
+        """(training eps, weight of the verified loss) at global step ``step``; the eps never
+        exceeds the run's eps ramp (:meth:`~tradeoff.adversarial_defenses.base.Objective.ramp_fraction`)."""
         o = self.options
         t = ramp(step, o.ibp_warmup_steps, o.ibp_ramp_steps)
-        return t * self.train_eps(), t * o.ibp_final_mix
+        return min(t, self.ramp_fraction(step)) * self.train_eps(), t * o.ibp_final_mix
 
     def loss(self, model, x, y, step):
         eps, kappa = self.schedule(step)

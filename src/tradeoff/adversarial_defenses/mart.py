@@ -2,7 +2,7 @@
 examples").
 
 x' is PGD on the cross-entropy, exactly as PGD training crafts it (every option of
-``defense.attack`` applies: norm, eps, step, steps, random start, restarts, loss, targeting). Then
+``adversarial_defense.attack`` applies: norm, eps, step, steps, random start, restarts, loss, targeting). Then
 
     loss = mean_i BCE(p(x'_i), y_i) + lambda * mean_i KL(p(x_i) || p(x'_i)) * (1 - p_{y_i}(x_i)),
     BCE(p(x'), y) = -log p_y(x') - log(1 - max_{k != y} p_k(x')),
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from tradeoff.adversarial_defenses.adversarial import PGDTraining
 from tradeoff.adversarial_defenses.base import OBJECTIVES
 from tradeoff.adversarial_defenses.trades import kl_divergence
-from tradeoff.spec import option
+from tradeoff.core.spec import option
 
 
 def boosted_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 loss = CE(f(x), y) + beta * mean_i KL(p(x_i) || p(x'_i)), p = softmax(f), where x' maximises the
 KL within the eps-ball: PGD on the KL (the norm's steps, eps, step size and step count of
-``defense.attack``) from x + ``trades_start`` * N(0, 1); the clean probabilities are held fixed
+``adversarial_defense.attack``) from x + ``trades_start`` * N(0, 1); the clean probabilities are held fixed
 while crafting. A random start uniform in the ball is not used: the KL's gradient at x is zero,
 so the ascent needs a nudge, and TRADES defines it as this small Gaussian one; ``attack.loss``,
 ``attack.targeted`` and ``attack.restarts`` do not apply to the KL ascent.
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from tradeoff.adversarial_defenses.base import ATTACK_MODEL_MODES, OBJECTIVES, Objective
-from tradeoff.attacks import gradient_step, project, scaled_logit_gradient
-from tradeoff.spec import AttackSpec, option
+from tradeoff.attacks.pgd import gradient_step, project, scaled_logit_gradient
+from tradeoff.core.spec import AttackSpec, option
 
 
 def kl_divergence(clean_logits: torch.Tensor, adversarial_logits: torch.Tensor) -> torch.Tensor:

@@ -1,15 +1,18 @@
-"""The backdoor-defence registry and how a spec entry becomes a defence's options."""
+"""The backdoor-defence registry, how a spec entry becomes a defence's options (once, when the spec
+is built) and how an entry runs."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Callable
 
-from tradeoff.errors import TradeoffError
-from tradeoff.handoff import TrainedRun
-from tradeoff.options import build
-from tradeoff.preemption import Preempted
-from tradeoff.registry import Registry
+from tradeoff.core.errors import TradeoffError
+from tradeoff.core.options import build
+from tradeoff.core.preemption import Preempted
+from tradeoff.core.registry import Registry
+from tradeoff.core.spec import BackdoorDefenseSpec
+from tradeoff.records.handoff import TrainedRun
 
 # name -> fn(run: TrainedRun, options, log, show_progress) -> dict of prefixed metrics
 BACKDOOR_DEFENSES: Registry[Callable] = Registry("backdoor defence", plural="backdoor-defenses")
@@ -18,34 +21,55 @@ BACKDOOR_DEFENSES: Registry[Callable] = Registry("backdoor defence", plural="bac
 ENTRY_KEYS = ("name", "prefix")  # an entry's keys that are not the defence's options
 
 
-def parse_options(entry: dict):
-    """A ``backdoor_defenses`` entry ({name: ..., [prefix: ...,] options...}) as its defence's
-    options dataclass (keys, types and bounds checked)."""
-    if not isinstance(entry, dict) or "name" not in entry:
-        raise TradeoffError(f"backdoor_defenses entries must be mappings with a 'name', not {entry!r}.")
-    name = entry["name"]
-    options_cls = BACKDOOR_DEFENSES.entry(name, where="backdoor_defenses").options
-    prefix = entry.get("prefix")
+def parse_entry(raw: Mapping, where: str = "backdoor_defenses") -> BackdoorDefenseSpec:
+    """A ``backdoor_defenses`` entry ({name: ..., [prefix: ...,] options...}) as a
+    :class:`~tradeoff.core.spec.BackdoorDefenseSpec` with its defence's options dataclass (keys,
+    types and bounds checked): done once, when the spec is built."""
+    if not isinstance(raw, Mapping) or "name" not in raw:
+        raise TradeoffError(f"{where} entries must be mappings with a 'name', not {raw!r}.")
+    name = raw["name"]
+    options_cls = BACKDOOR_DEFENSES.entry(name, where=where).options
+    prefix = raw.get("prefix")
     if prefix is not None and not re.fullmatch(r"[a-z][a-z0-9_]*", str(prefix)):
-        raise TradeoffError(f"backdoor_defenses.{name}.prefix must be lower-case letters, digits and '_', "
-                            f"not {prefix!r}.")
-    return build(options_cls, {k: v for k, v in entry.items() if k not in ENTRY_KEYS}, f"backdoor_defenses.{name}")
+        raise TradeoffError(f"{where}.{name}.prefix must be lower-case letters, digits and '_', not {prefix!r}.")
+    given = {k: v for k, v in raw.items() if k not in ENTRY_KEYS}
+    options = build(options_cls, given, f"{where}.{name}")
+    return BackdoorDefenseSpec(name=name, prefix=prefix, options=options,
+                               given=tuple(k for k in raw if k != "name"))
 
 
-def check_entry(entry: dict) -> None:
-    """Validate one ``backdoor_defenses`` entry without running it."""
-    parse_options(entry)
+def parse_options(raw: Mapping):
+    """The options dataclass of a ``backdoor_defenses`` entry written as plain data."""
+    return parse_entry(raw).options
 
 
-def run_backdoor_defense(entry: dict, run: TrainedRun, log=print, show_progress: bool = False) -> dict:
+def as_entry(entry: BackdoorDefenseSpec | Mapping) -> BackdoorDefenseSpec:
+    """``entry`` as a parsed entry (a Python caller may pass the plain mapping of YAML)."""
+    return entry if isinstance(entry, BackdoorDefenseSpec) else parse_entry(entry)
+
+
+def check_entry(entry: BackdoorDefenseSpec, spec) -> None:
+    """An entry against the rest of its run's spec, through its options' ``check_spec(spec,
+    where)`` where the defence has one (Neural Cleanse's target label under an all-to-all
+    backdoor): a pairing it cannot run is one sentence, when the spec is built and again before
+    the defence runs."""
+    check = getattr(entry.options, "check_spec", None)
+    if check is not None:
+        check(spec, f"backdoor_defenses.{entry.name}")
+
+
+def run_backdoor_defense(entry: BackdoorDefenseSpec | Mapping, run: TrainedRun, log=print,
+                         show_progress: bool = False) -> dict:
     """Run one ``backdoor_defenses`` entry on a trained run; returns metrics prefixed with the
     defence's short name, or with the entry's ``prefix`` (so that one run can apply a defence
     twice, e.g. with the paper's and the textbook decision rule; its files are renamed alike)."""
+    entry = as_entry(entry)
+    check_entry(entry, run.spec)
     earlier = dict(run.artifacts)  # set aside: this defence's files may share names with an earlier entry's
     run.artifacts.clear()
     try:
-        metrics = BACKDOOR_DEFENSES.get(entry["name"])(run, parse_options(entry), log, show_progress)
-        own, prefix = default_prefix(entry["name"]), entry.get("prefix") or default_prefix(entry["name"])
+        metrics = BACKDOOR_DEFENSES.get(entry.name)(run, entry.options, log, show_progress)
+        own, prefix = entry.own_prefix, entry.metric_prefix
         written = {name.replace(own, prefix, 1): tensors for name, tensors in run.artifacts.items()}
     finally:
         run.artifacts.clear()
@@ -54,15 +78,9 @@ def run_backdoor_defense(entry: dict, run: TrainedRun, log=print, show_progress:
     return {prefix + key[len(own):] if key.startswith(own + "_") else key: value for key, value in metrics.items()}
 
 
-def default_prefix(name: str) -> str:
-    """The short name a defence prefixes its metrics with (its options' ``metric_prefix``)."""
-    options = BACKDOOR_DEFENSES.entry(name).options
-    return getattr(options, "metric_prefix", None) or name.replace("-", "_")
-
-
-def metric_prefix(entry: dict) -> str:
+def metric_prefix(entry: BackdoorDefenseSpec | Mapping) -> str:
     """The prefix of a ``backdoor_defenses`` entry's metrics: its ``prefix``, else the defence's."""
-    return entry.get("prefix") or default_prefix(entry["name"])
+    return as_entry(entry).metric_prefix
 
 
 def error_sentence(name: str, error: BaseException) -> str:
@@ -71,14 +89,16 @@ def error_sentence(name: str, error: BaseException) -> str:
     return f"backdoor defence {name} could not run on this model ({error.__class__.__name__}{': ' + text if text else ''})."
 
 
-def try_backdoor_defense(entry: dict, run: TrainedRun, log=print, show_progress: bool = False) -> dict:
+def try_backdoor_defense(entry: BackdoorDefenseSpec | Mapping, run: TrainedRun, log=print,
+                         show_progress: bool = False) -> dict:
     """:func:`run_backdoor_defense`, except that a defence that raises returns
     ``{<prefix>_error: one sentence}`` instead (the tensors it left for the run folder are dropped
     by :func:`run_backdoor_defense`), so that a run keeps its model and every other metric.
     Interrupts still propagate."""
+    entry = as_entry(entry)
     try:
         return run_backdoor_defense(entry, run, log, show_progress)
     except Preempted:
         raise
     except Exception as e:  # noqa: BLE001  a defence failing on a model must not take the run with it
-        return {f"{metric_prefix(entry)}_error": error_sentence(entry["name"], e)}
+        return {f"{entry.metric_prefix}_error": error_sentence(entry.name, e)}

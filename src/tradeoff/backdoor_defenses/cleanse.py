@@ -27,26 +27,38 @@ measures. ``cleanse_der`` is the defence effectiveness rating of unlearning on t
 with ``labels: all`` the flagged labels are also judged against the ground truth (the target is the
 one backdoored label), see :func:`label_detection_metrics`. Both in-memory and streamed
 (ImageFolder) data are read batch by batch.
+
+All-to-all backdoors (``poison.target_mode: all-to-all``, image y sent to y + 1 mod C): Neural
+Cleanse looks for a label that a small trigger sends *every* input to, and such a backdoor has
+none; instead every label is the target of one source class, its predecessor. Only ``labels: all``
+runs then (``labels: target`` and ``unlearn: target`` name one target class and are refused when
+the spec is built). The per-label ground truth counts every label as backdoored, so any flagged
+label is a true detection (``cleanse_false_flags`` 0, ``cleanse_false_positive_rate`` and
+``cleanse_auroc`` None: there is no clean label), and the target's own numbers
+(``cleanse_target_mask_l1``, ``_reversed_success``, ``_flagged``, ``cleanse_anomaly_index``) are
+None. Before and after are measured with each image's own target, as the run's evaluation is.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar, Literal, Optional
 
 import torch
 import torch.nn.functional as F
 
-from tradeoff.adversarial_defenses import model_mode
 from tradeoff.backdoor_defenses.base import BACKDOOR_DEFENSES
-from tradeoff.backdoor_defenses.common import before_after_metrics, detection_metrics
-from tradeoff.errors import TradeoffError
-from tradeoff.handoff import TrainedRun
-from tradeoff.metrics import evaluate
-from tradeoff.progress import progress_bar
-from tradeoff.spec import option
+from tradeoff.backdoor_defenses.common import detection_metrics
+from tradeoff.backdoor_defenses.defender import describe_holdout, holdout_images
+from tradeoff.backdoor_defenses.finetune import Tuning, fine_tune
+from tradeoff.backdoor_defenses.measure import before_after_metrics, measure
+from tradeoff.core.errors import TradeoffError
+from tradeoff.core.progress import progress_bar
+from tradeoff.core.registry import SyntheticCut
+from tradeoff.core.spec import option
+from tradeoff.models.mode import model_mode
+from tradeoff.poisoning import is_all_to_all
+from tradeoff.records.handoff import TrainedRun
 
 MAD_CONSISTENCY = 1.4826  # makes the MAD a consistent estimator of a normal distribution's std
 
@@ -75,6 +87,14 @@ class CleanseOptions:
     unlearn_fraction: float = option(0.2, doc="share of each batch stamped with a reversed trigger", min=0, max=1)
     unlearn_lr: float = option(0.01, doc="SGD learning rate of unlearning", above=0)
     unlearn_batch_size: int = option(100, doc="unlearning batch", min=1)
+
+    def check_spec(self, spec, where: str) -> None:
+        """An all-to-all backdoor has no one target class to reverse or unlearn."""
+        if is_all_to_all(spec.poison):
+            for name in ("labels", "unlearn"):
+                if getattr(self, name) == "target":
+                    raise TradeoffError(f"{where}.{name}: target names one target class, and an all-to-all "
+                                        "backdoor (poison.target_mode) has none; use labels: all and unlearn: auto.")
 
 
 @dataclass
@@ -113,73 +133,107 @@ def _initial_trigger(label: int, shape: tuple, seed: int) -> tuple[torch.Tensor,
     return _to_tanh_space(torch.rand(1, 1, h, w, generator=g)), _to_tanh_space(torch.rand(1, c, h, w, generator=g))
 
 
+@dataclass
+class _Search:
+    """One pass's search state per label: the tanh-space mask and pattern, lambda and its
+    counters, the best trigger kept so far."""
+
+    a: torch.Tensor  # (K, 1, 1, H, W) mask in tanh space
+    b: torch.Tensor  # (K, 1, C, H, W) pattern in tanh space
+    cost: torch.Tensor
+    up: torch.Tensor
+    down: torch.Tensor
+    best_l1: torch.Tensor
+    best_mask: torch.Tensor
+    best_pattern: torch.Tensor
+    best_success: torch.Tensor
+
+    @classmethod
+    def start(cls, labels, shape, opts: CleanseOptions, seed: int, device) -> "_Search":
+        k, (c, h, w) = len(labels), shape
+        starts = [_initial_trigger(t, (c, h, w), seed) for t in labels]
+        up = torch.zeros(k, dtype=torch.long, device=device)
+        return cls(a=torch.stack([s[0] for s in starts]).to(device).requires_grad_(True),
+                   b=torch.stack([s[1] for s in starts]).to(device).requires_grad_(True),
+                   cost=torch.full((k,), opts.init_cost, device=device), up=up, down=torch.zeros_like(up),
+                   best_l1=torch.full((k,), float("inf"), device=device),
+                   best_mask=torch.zeros(k, 1, h, w, device=device),
+                   best_pattern=torch.zeros(k, c, h, w, device=device), best_success=torch.zeros(k, device=device))
+
+    def trigger(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.tanh(self.a) / 2 + 0.5, torch.tanh(self.b) / 2 + 0.5
+
+    @torch.no_grad()
+    def end_epoch(self, success: torch.Tensor, opts: CleanseOptions) -> None:
+        """Keep each label's smallest trigger that reached the threshold; adapt lambda."""
+        mask, pattern = self.trigger()
+        l1 = mask.flatten(1).sum(1)
+        better = (success >= opts.success_threshold) & (l1 < self.best_l1)
+        self.best_l1 = torch.where(better, l1, self.best_l1)
+        self.best_mask[better] = mask[better, 0]
+        self.best_pattern[better] = pattern[better, 0]
+        self.best_success = torch.where(better, success, self.best_success)
+        ok = success >= opts.success_threshold
+        self.up, self.down = torch.where(ok, self.up + 1, 0), torch.where(ok, 0, self.down + 1)
+        self.cost = torch.where(self.up >= opts.patience, self.cost * opts.cost_up, self.cost)
+        self.cost = torch.where(self.down >= opts.patience, self.cost / opts.cost_down, self.cost)
+        self.up = torch.where(self.up >= opts.patience, 0, self.up)
+        self.down = torch.where(self.down >= opts.patience, 0, self.down)
+
+    @torch.no_grad()
+    def result(self, last_success: torch.Tensor) -> Reversed:
+        """The kept triggers; a label that never reached the threshold keeps its last one."""
+        reached = torch.isfinite(self.best_l1)
+        mask, pattern = self.trigger()
+        self.best_mask[~reached] = mask[~reached, 0]
+        self.best_pattern[~reached] = pattern[~reached, 0]
+        success = torch.where(reached, self.best_success, last_success)
+        l1 = self.best_mask.flatten(1).sum(1)
+        return Reversed(self.best_mask.cpu(), self.best_pattern.cpu(), l1.cpu(), success.cpu(), reached.cpu())
+
+
 def _reverse_pass(model, images, labels, opts, seed, show_progress) -> Reversed:
     device = next(model.parameters()).device
-    k = len(labels)
-    c, h, w = images.shape
-    starts = [_initial_trigger(t, (c, h, w), seed) for t in labels]
-    a = torch.stack([s[0] for s in starts]).to(device).requires_grad_(True)  # (K, 1, 1, H, W)
-    b = torch.stack([s[1] for s in starts]).to(device).requires_grad_(True)  # (K, 1, C, H, W)
+    search = _Search.start(labels, images.shape, opts, seed, device)
     batches = images.batches(opts.batch_size, seed, device)
-    optimizer = torch.optim.Adam([a, b], lr=opts.lr, betas=(0.5, 0.9))
+    optimizer = torch.optim.Adam([search.a, search.b], lr=opts.lr, betas=(0.5, 0.9))
     targets = torch.tensor(labels, device=device)
-    cost = torch.full((k,), opts.init_cost, device=device)
-    up = torch.zeros(k, dtype=torch.long, device=device)
-    down = torch.zeros_like(up)
-    best_l1 = torch.full((k,), float("inf"), device=device)
-    best_mask = torch.zeros(k, 1, h, w, device=device)
-    best_pattern = torch.zeros(k, c, h, w, device=device)
-    best_success = torch.zeros(k, device=device)
-    bar = progress_bar(total=opts.epochs * batches.steps_per_epoch, desc=f"reverse {k} labels", unit="step",
-                       enabled=show_progress)
+    bar = progress_bar(total=opts.epochs * batches.steps_per_epoch, desc=f"reverse {len(labels)} labels",
+                       unit="step", enabled=show_progress)
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
     try:
         with model_mode(model, False):
             for epoch in range(opts.epochs):
-                hits = torch.zeros(k, device=device)
-                seen = 0
-                for xb, _ in batches.epoch(epoch):
-                    n = len(xb)
-                    mask, pattern = torch.tanh(a) / 2 + 0.5, torch.tanh(b) / 2 + 0.5
-                    logits = model(stamp(xb[None], mask, pattern).flatten(0, 1)).view(k, n, -1)
-                    ce = F.cross_entropy(logits.flatten(0, 1), targets.repeat_interleave(n), reduction="none")
-                    l1 = mask.flatten(1).sum(1)
-                    loss = (ce.view(k, n).mean(1) + cost * l1).sum()
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    hits += (logits.detach().argmax(2) == targets[:, None]).sum(1)
-                    seen += n
-                    bar.update(1)
-                success = hits / seen
-                with torch.no_grad():
-                    mask, pattern = torch.tanh(a) / 2 + 0.5, torch.tanh(b) / 2 + 0.5
-                    l1 = mask.flatten(1).sum(1)
-                    better = (success >= opts.success_threshold) & (l1 < best_l1)
-                    best_l1 = torch.where(better, l1, best_l1)
-                    best_mask[better] = mask[better, 0]
-                    best_pattern[better] = pattern[better, 0]
-                    best_success = torch.where(better, success, best_success)
-                    ok = success >= opts.success_threshold
-                    up, down = torch.where(ok, up + 1, 0), torch.where(ok, 0, down + 1)
-                    cost = torch.where(up >= opts.patience, cost * opts.cost_up, cost)
-                    cost = torch.where(down >= opts.patience, cost / opts.cost_down, cost)
-                    up = torch.where(up >= opts.patience, 0, up)
-                    down = torch.where(down >= opts.patience, 0, down)
+                success = _reverse_epoch(model, batches.epoch(epoch), search, optimizer, targets, bar)
+                search.end_epoch(success, opts)
     finally:
         for p in frozen:
             p.requires_grad_(True)
         bar.close()
-    with torch.no_grad():
-        reached = torch.isfinite(best_l1)
-        mask, pattern = torch.tanh(a) / 2 + 0.5, torch.tanh(b) / 2 + 0.5
-        best_mask[~reached] = mask[~reached, 0]
-        best_pattern[~reached] = pattern[~reached, 0]
-        best_success = torch.where(reached, best_success, success)
-        best_l1 = best_mask.flatten(1).sum(1)
-    return Reversed(best_mask.cpu(), best_pattern.cpu(), best_l1.cpu(), best_success.cpu(), reached.cpu())
+    return search.result(success)
+
+
+def _reverse_epoch(model, epoch_batches, search: _Search, optimizer, targets, bar) -> torch.Tensor:
+    """One epoch of Adam steps on every label's mask and pattern; the epoch's attack success per label."""
+    k = len(targets)
+    hits = torch.zeros(k, device=targets.device)
+    seen = 0
+    for xb, _ in epoch_batches:
+        n = len(xb)
+        mask, pattern = search.trigger()
+        logits = model(stamp(xb[None], mask, pattern).flatten(0, 1)).view(k, n, -1)
+        ce = F.cross_entropy(logits.flatten(0, 1), targets.repeat_interleave(n), reduction="none")
+        l1 = mask.flatten(1).sum(1)
+        loss = (ce.view(k, n).mean(1) + search.cost * l1).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        hits += (logits.detach().argmax(2) == targets[:, None]).sum(1)
+        seen += n
+        bar.update(1)
+    return hits / seen
 
 
 def anomaly_indices(norms: torch.Tensor) -> torch.Tensor:
@@ -195,29 +249,19 @@ def unlearn(model, images, masks: torch.Tensor, patterns: torch.Tensor, opts: Cl
     """A copy of ``model`` fine-tuned by plain SGD on the clean image set ``images`` (in memory
     or streamed, without augmentation) where the first ``unlearn_fraction`` of each shuffled
     batch is stamped with one of the triggers (chosen at random), labels kept."""
-    model = copy.deepcopy(model)
     device = next(model.parameters()).device
-    optimizer = torch.optim.SGD(model.parameters(), lr=opts.unlearn_lr)
     masks, patterns = masks.to(device), patterns.to(device)
-    batches = images.unaugmented().batches(opts.unlearn_batch_size, seed, device)
     generator = torch.Generator().manual_seed(seed)
-    bar = progress_bar(total=opts.unlearn_epochs * batches.steps_per_epoch, desc="unlearn", unit="step",
-                       enabled=show_progress)
-    with model_mode(model, True):
-        for epoch in range(opts.unlearn_epochs):
-            for xb, yb in batches.epoch(epoch):
-                n_stamp = round(opts.unlearn_fraction * len(xb))
-                if n_stamp:
-                    which = torch.randint(len(masks), (n_stamp,), generator=generator).to(device)
-                    xb = torch.cat([stamp(xb[:n_stamp], masks[which], patterns[which]), xb[n_stamp:]])
-                loss = F.cross_entropy(model(xb), yb)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                bar.update(1)
-    bar.close()
-    model.eval()
-    return model
+
+    def stamped_loss(tuned, xb, yb):
+        n_stamp = round(opts.unlearn_fraction * len(xb))
+        if n_stamp:
+            which = torch.randint(len(masks), (n_stamp,), generator=generator).to(device)
+            xb = torch.cat([stamp(xb[:n_stamp], masks[which], patterns[which]), xb[n_stamp:]])
+        return F.cross_entropy(tuned(xb), yb)
+
+    tuning = Tuning(opts.unlearn_epochs, opts.unlearn_batch_size, opts.unlearn_lr)
+    return fine_tune(model, images, stamped_loss, tuning, seed, show_progress, desc="unlearn")
 
 
 def split_test_set(test_set, fraction: float, seed: int):
@@ -235,50 +279,54 @@ def clean_data(run: TrainedRun, opts: CleanseOptions) -> tuple[object, object, s
     ``data.holdout_per_class`` (the original's protocol) the defender has the clean training images
     kept out of training and the whole test set measures; otherwise the test set is split."""
     if run.data.holdout is not None:
-        return run.data.holdout, run.data.test, f"{len(run.data.holdout)} held-out training images"
+        holdout = holdout_images(run, "neural-cleanse")
+        return holdout, run.data.test, describe_holdout(holdout)
     defender, measure = split_test_set(run.data.test, opts.holdout_fraction, run.spec.seed)
     return defender, measure, f"{len(defender)} test images (holdout_fraction {opts.holdout_fraction})"
 
 
-def label_detection_metrics(labels: list[int], flagged: list[int], scores: torch.Tensor, target: int | None) -> dict:
-    """Neural Cleanse's detection judged per label, the backdoored label being the target (none in
-    a run without poison, where every flagged label is a false positive): ``cleanse_false_flags``
+def label_detection_metrics(labels: list[int], flagged: list[int], scores: torch.Tensor,
+                            backdoored_labels: list[int]) -> dict:
+    """Neural Cleanse's detection judged per label against ``backdoored_labels``, the classes
+    triggered images are sent to (the target; every class for an all-to-all backdoor; none in a
+    run without poison, where every flagged label is a false positive): ``cleanse_false_flags``
     (flagged labels that are not backdoored), ``cleanse_false_positive_rate`` (their share of the
     clean labels), ``cleanse_precision`` (None when nothing is flagged) and ``cleanse_auroc`` of
     the labels' anomaly indices (0 for labels above the median norm; None without a backdoor)."""
-    backdoored = torch.tensor([t == target for t in labels])
+    backdoored = torch.tensor([t in backdoored_labels for t in labels])
     is_flagged = torch.tensor([t in flagged for t in labels])
     out = detection_metrics("cleanse", is_flagged, backdoored, torch.ones(len(labels), dtype=torch.bool), scores)
     return {"cleanse_false_flags": out["cleanse_clean_removed"],
             **{k: out[k] for k in ("cleanse_false_positive_rate", "cleanse_precision", "cleanse_auroc")}}
 
 
-def clean_metrics(model, measure_set, run: TrainedRun) -> dict:
-    """Accuracy and backdoor success of ``model`` on ``measure_set`` (no adversarial evaluation)."""
-    clean_only = dataclasses.replace(run.spec.eval, adversarial=False, certified_eps=None)
-    return evaluate(model, measure_set, run.data.trigger, run.data.target, clean_only, run.device,
-                    show_progress=False)
+def value_at(values: torch.Tensor, position: int | None) -> float | None:
+    """``values[position]`` as a float, None without a position."""
+    return None if position is None else float(values[position])
 
 
-@BACKDOOR_DEFENSES.register("neural-cleanse", options=CleanseOptions)
+# on generated data: one epoch of reversing and one of unlearning, on 8 images
+@BACKDOOR_DEFENSES.register("neural-cleanse", options=CleanseOptions, synthetic=SyntheticCut(options={
+    "epochs": 1, "unlearn_epochs": 1, "reverse_images": 8, "batch_size": 8, "unlearn_batch_size": 8}))
 def cleanse_defense(run: TrainedRun, opts: CleanseOptions, log, show_progress) -> dict:
     """Neural Cleanse (Wang et al. 2019): reverse-engineer triggers, flag outliers, unlearn."""
-    spec, model, target = run.spec, run.model, run.data.target
+    spec, model, target = run.spec, run.model, run.data.backdoor_target
     num_classes = run.data.num_classes
     defender, measure_set, source = clean_data(run, opts)
     reverse_set = defender
     if opts.reverse_images is not None and opts.reverse_images < len(defender):
         g = torch.Generator().manual_seed(spec.seed + 3)
         reverse_set = defender.take(torch.randperm(len(defender), generator=g)[:opts.reverse_images].sort().values)
-    labels = list(range(num_classes)) if opts.labels == "all" else [target]
+    labels = list(range(num_classes)) if opts.labels == "all" else [target.label]  # all-to-one (check_spec)
     log(f"neural cleanse: clean data {source}; reversing {len(labels)} label(s) on {len(reverse_set)} of them, "
         f"unlearning on {len(defender)}, measuring on {len(measure_set)} test images")
     rev = reverse_engineer(model, reverse_set, labels, opts, spec.seed, show_progress)
     metrics: dict = {"cleanse_labels": opts.labels, "cleanse_clean_data": source,
                      "cleanse_measured_images": len(measure_set)}
-    position = labels.index(target)
-    metrics["cleanse_target_mask_l1"] = float(rev.l1[position])
-    metrics["cleanse_target_reversed_success"] = float(rev.success[position])
+    # the one target label's numbers; an all-to-all backdoor has none (see the module's docstring)
+    position = None if target.single_label is None else labels.index(target.single_label)
+    metrics["cleanse_target_mask_l1"] = value_at(rev.l1, position)
+    metrics["cleanse_target_reversed_success"] = value_at(rev.success, position)
     flagged: list[int] = []
     if opts.labels == "all":
         index = anomaly_indices(rev.l1)
@@ -286,13 +334,14 @@ def cleanse_defense(run: TrainedRun, opts: CleanseOptions, log, show_progress) -
         flagged = [labels[i] for i in range(len(labels)) if below[i] and index[i] > opts.anomaly_threshold]
         candidates = torch.where(below, index, torch.zeros_like(index))
         metrics.update({
-            "cleanse_anomaly_index": float(index[position]),
+            "cleanse_anomaly_index": value_at(index, position),
             "cleanse_most_anomalous_label": labels[int(candidates.argmax())],
             "cleanse_max_anomaly_index": float(candidates.max()),
             "cleanse_median_mask_l1": float(rev.l1.quantile(0.5)),
             "cleanse_flagged_labels": " ".join(map(str, flagged)),
-            "cleanse_target_flagged": target in flagged,
-            **label_detection_metrics(labels, flagged, candidates, target if run.data.poison_mask.any() else None),
+            "cleanse_target_flagged": None if position is None else target.single_label in flagged,
+            **label_detection_metrics(labels, flagged, candidates,
+                                      target.classes if run.data.poison_mask.any() else []),
         })
         run.add_artifact("cleanse.safetensors", {"labels": torch.tensor(labels), "masks": rev.masks,
                                                       "patterns": rev.patterns, "l1": rev.l1, "anomaly_index": index})
@@ -300,13 +349,13 @@ def cleanse_defense(run: TrainedRun, opts: CleanseOptions, log, show_progress) -
         run.add_artifact("cleanse.safetensors", {"labels": torch.tensor(labels), "masks": rev.masks,
                                                       "patterns": rev.patterns, "l1": rev.l1})
     mode = opts.unlearn if opts.unlearn != "auto" else ("flagged" if opts.labels == "all" else "target")
-    chosen = {"flagged": flagged, "target": [target], "none": []}[mode]
-    before = clean_metrics(model, measure_set, run)
+    chosen = {"flagged": flagged, "target": [target.label], "none": []}[mode]
+    before = measure(model, measure_set, run)
     metrics["cleanse_unlearned_labels"] = " ".join(map(str, chosen))
     if chosen and opts.unlearn_epochs > 0:
         pick = torch.tensor([labels.index(t) for t in chosen])
         cleaned = unlearn(model, defender, rev.masks[pick], rev.patterns[pick], opts, spec.seed + 3, show_progress)
-        after = clean_metrics(cleaned, measure_set, run)
+        after = measure(cleaned, measure_set, run)
         run.add_artifact("cleanse_model.safetensors", cleaned.state_dict())
     else:
         log("neural cleanse: no label to unlearn; the model is unchanged")

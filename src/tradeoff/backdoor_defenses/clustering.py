@@ -24,6 +24,10 @@ FastICA fails or returns non-finite values, the top principal components (as man
 allows, at most ``dims``) are clustered instead; a class whose images all have the same
 representation is one cluster and nothing is removed from it. ``clustering_fallback`` says which happened in the target
 class (empty when FastICA ran).
+
+An all-to-all backdoor has no one target class: ``classes: target`` then examines every class (the
+poisons were relabelled into each), and the target class's ``clustering_smaller_share``,
+``clustering_silhouette`` and ``clustering_fallback`` are left out.
 """
 
 from __future__ import annotations
@@ -36,11 +40,17 @@ import numpy as np
 import torch
 
 from tradeoff.backdoor_defenses.base import BACKDOOR_DEFENSES
-from tradeoff.backdoor_defenses.common import (Scope, detection_metrics, examined_classes, representations,
-                                               retrain_metrics, training_set)
-from tradeoff.handoff import TrainedRun
-from tradeoff.registry import Registry
-from tradeoff.spec import option
+from tradeoff.backdoor_defenses.common import (
+    Scope,
+    detection_metrics,
+    examined_classes,
+    representations,
+    retrain_metrics,
+    training_set,
+)
+from tradeoff.core.registry import Registry
+from tradeoff.core.spec import option
+from tradeoff.records.handoff import TrainedRun
 
 RULES: Registry = Registry("activation-clustering rule", listed=False)
 RULE_LABELS = {"oracle": "oracle (paper; knows a poisoned image)", "size": "size (textbook)",
@@ -178,7 +188,7 @@ def silhouette_rule(clusters, reduced, poisoned, opts) -> np.ndarray:
 def clustering_defense(run: TrainedRun, opts: ClusteringOptions, log, show_progress) -> dict:
     """Activation clustering (Chen et al. 2018): ICA then 2-means of each class's activations."""
     images, y, poisoned = training_set(run)
-    target = run.data.target
+    target = run.data.backdoor_target
     rule = RULES.get(opts.rule)
     removed = torch.zeros(len(y), dtype=torch.bool)
     examined = torch.zeros(len(y), dtype=torch.bool)
@@ -200,7 +210,7 @@ def clustering_defense(run: TrainedRun, opts: ClusteringOptions, log, show_progr
         scores[idx] = torch.from_numpy(suspicion(split.reduced, split.clusters, flagged))
         if split.fallback:
             log(f"activation clustering: class {c}: {split.fallback}")
-        if c == target:
+        if c == target.single_label:
             target_info = {"clustering_smaller_share": float(shares(split.clusters).min()),
                            "clustering_silhouette": silhouette(split.reduced, split.clusters),
                            "clustering_fallback": split.fallback}

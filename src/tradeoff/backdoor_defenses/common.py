@@ -7,11 +7,12 @@ from typing import Literal
 
 import torch
 
-from tradeoff.adversarial_defenses import model_mode
+from tradeoff.backdoor_defenses.measure import before_after_metrics
 from tradeoff.backdoor_defenses.retrain import retrain_without
-from tradeoff.errors import TradeoffError
-from tradeoff.handoff import TrainedRun
-from tradeoff.metrics import defence_effectiveness_rating
+from tradeoff.core.errors import TradeoffError
+from tradeoff.models.mode import model_mode
+from tradeoff.poisoning import BackdoorTarget
+from tradeoff.records.handoff import TrainedRun
 
 
 def training_set(run: TrainedRun):
@@ -56,10 +57,12 @@ def representations(model, images, layer: str | None = None, batch_size: int = 5
 Scope = Literal["target", "all"]  # the classes a filter examines
 
 
-def examined_classes(scope: str, target: int, labels: torch.Tensor) -> list[int]:
-    """The classes a filter looks at: the target class only (the paper) or every class present."""
+def examined_classes(scope: str, target: BackdoorTarget, labels: torch.Tensor) -> list[int]:
+    """The classes a filter looks at: the target class only (the paper) or every class present.
+    With an all-to-all backdoor the poisons were relabelled into every class, each one its
+    predecessor's target, so ``target`` examines every class too."""
     if scope == "target":
-        return [target]
+        return target.classes
     return sorted(int(c) for c in labels.unique())
 
 
@@ -104,19 +107,6 @@ def detection_metrics(prefix: str, removed: torch.Tensor, poisoned: torch.Tensor
         f"{prefix}_precision": hits / n_removed if n_removed else None,
         f"{prefix}_auroc": auroc(scores, poisoned, examined) if scores is not None else None,
     }
-
-
-def before_after_metrics(prefix: str, before: dict, after: dict) -> dict:
-    """Accuracy, backdoor success rate and backdoor robust accuracy of the model before and after a
-    defence (two :func:`~tradeoff.metrics.evaluate` results), and the defence effectiveness rating."""
-    out = {}
-    for name in ("backdoor_success_rate", "accuracy", "backdoor_robust_accuracy"):
-        out[f"{prefix}_{name}_before"] = before.get(name)
-        out[f"{prefix}_{name}_after"] = after.get(name)
-    out[f"{prefix}_der"] = defence_effectiveness_rating(before.get("accuracy"), after.get("accuracy"),
-                                                        before.get("backdoor_success_rate"),
-                                                        after.get("backdoor_success_rate"))
-    return out
 
 
 def retrain_metrics(prefix: str, run: TrainedRun, removed: torch.Tensor, log, show_progress: bool) -> dict:

@@ -9,11 +9,11 @@ import dataclasses
 import torch
 
 from tradeoff.adversarial_defenses import make_objective
-from tradeoff.device import seed_everything
-from tradeoff.handoff import TrainedRun
-from tradeoff.metrics import evaluate
+from tradeoff.core.device import seed_everything
+from tradeoff.evaluation.metrics import evaluate
 from tradeoff.models import model_for
-from tradeoff.training import train_model
+from tradeoff.records.handoff import TrainedRun
+from tradeoff.training.loop import train_model
 
 
 def retrain_without(run: TrainedRun, removed: torch.Tensor, log, show_progress: bool) -> dict:
@@ -29,4 +29,5 @@ def retrain_without(run: TrainedRun, removed: torch.Tensor, log, show_progress: 
                          lambda m: log(f"retrain: {m}"), show_progress)
     log(f"retrain: {result.steps} steps in {result.seconds:.1f} s on {len(kept)} images")
     clean_only = dataclasses.replace(spec.eval, adversarial=False, certified_eps=None)
-    return evaluate(model, data.test, data.trigger, data.target, clean_only, device, show_progress=show_progress)
+    return evaluate(model, data.test, data.trigger, data.backdoor_target, clean_only, device,
+                    show_progress=show_progress)

@@ -17,6 +17,8 @@ class (a third at 5% dirty-label on MNIST) clean images on the far side score hi
 ``spectral_deviation`` (our definition of Supplement 5's "deviation", which the paper does not
 define precisely): in the target class, (mean score of poisoned - mean score of clean images) /
 standard deviation of the clean images' scores. It uses the ground truth and is a diagnostic.
+An all-to-all backdoor has no one target class: ``classes: target`` then examines every class (the
+poisons were relabelled into each) and ``spectral_deviation`` is None.
 ``spectral_auroc`` ranks the examined images by the variant's score against the ground truth.
 
 Degenerate representations (constant or all-zero columns, rank 1, a whole class identical) need no
@@ -33,11 +35,16 @@ from typing import ClassVar, Literal, Optional
 import torch
 
 from tradeoff.backdoor_defenses.base import BACKDOOR_DEFENSES
-from tradeoff.backdoor_defenses.common import (Scope, detection_metrics, examined_classes, representations,
-                                               retrain_metrics, training_set)
-from tradeoff.handoff import TrainedRun
-from tradeoff.spec import option
-
+from tradeoff.backdoor_defenses.common import (
+    Scope,
+    detection_metrics,
+    examined_classes,
+    representations,
+    retrain_metrics,
+    training_set,
+)
+from tradeoff.core.spec import option
+from tradeoff.records.handoff import TrainedRun
 
 # As reported in metrics.json, summary.csv and the report: the paper's removal count uses the
 # true number of poisons, which a defender does not know.
@@ -88,7 +95,7 @@ def separation(scores: torch.Tensor, poisoned: torch.Tensor) -> float | None:
 def spectral_defense(run: TrainedRun, opts: SpectralOptions, log, show_progress) -> dict:
     """Spectral signatures (Tran et al. 2018): outliers along the top singular direction."""
     images, y, poisoned = training_set(run)
-    target = run.data.target
+    target = run.data.backdoor_target
     planted = int(poisoned.sum())
     centred = opts.variant == "textbook" if opts.centred is None else opts.centred
     removed = torch.zeros_like(poisoned)
@@ -105,7 +112,7 @@ def spectral_defense(run: TrainedRun, opts: SpectralOptions, log, show_progress)
         examined[idx] = True
         k = removal_count(opts, len(idx), int(poisoned[idx].sum()), planted)
         removed[idx[scores.topk(k).indices]] = True
-        if c == target:
+        if c == target.single_label:
             deviation = separation(scores, poisoned[idx])
     metrics = {"spectral_variant": VARIANT_LABELS[opts.variant], "spectral_centred": centred, "spectral_classes": opts.classes,
                **detection_metrics("spectral", removed, poisoned, examined, scores_all), "spectral_deviation": deviation}

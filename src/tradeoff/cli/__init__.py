@@ -7,10 +7,10 @@ import argparse
 import sys
 
 from tradeoff import __version__
-from tradeoff.cli import defend, listing, quickstart, report, run, sweep  # noqa: F401  (register the subcommands)
+from tradeoff.cli import defend, listing, more_seeds, quickstart, report, run, sweep  # noqa: F401  (register the subcommands)
 from tradeoff.cli.base import COMMANDS
-from tradeoff.errors import TradeoffError
-from tradeoff.preemption import EXIT_RESUMABLE, Preempted
+from tradeoff.core.errors import OutOfSpace, TradeoffError
+from tradeoff.core.preemption import EXIT_RESUMABLE, Preempted
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except Preempted as e:
         print(f"tradeoff: {e}; resume with --resume (exit status {EXIT_RESUMABLE}: resumable).", file=sys.stderr)
+        return EXIT_RESUMABLE
+    except OutOfSpace as e:
+        print(f"tradeoff: error: {e}", file=sys.stderr)
         return EXIT_RESUMABLE
     except TradeoffError as e:
         print(f"tradeoff: error: {e}", file=sys.stderr)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from tradeoff.curves import summary_writer_class
-from tradeoff.registry import Registry
-from tradeoff.tables import text_table
+from tradeoff.core.registry import Registry
+from tradeoff.core.tables import text_table
+from tradeoff.records.record import ACCURACY, ADVERSARIAL_DEFENSE, BACKDOOR_SUCCESS, ROBUSTNESS
+from tradeoff.training.curves import summary_writer_class
 
 COMMANDS: Registry = Registry("command", listed=False)
 
-RESULT_COLUMNS = ["run", "adversarial_defense", "accuracy", "adversarial_robustness", "backdoor_success_rate"]
+RESULT_COLUMNS = ["run", ADVERSARIAL_DEFENSE, ACCURACY, ROBUSTNESS, BACKDOOR_SUCCESS]
 RESULT_HEADERS = ["run", "adversarial defence", "accuracy %", "adv. robustness %", "backdoor success %"]
 
 

@@ -8,8 +8,8 @@ import argparse
 import yaml
 
 from tradeoff.cli.base import command
-from tradeoff.defend import defend_run_folder
-from tradeoff.errors import TradeoffError
+from tradeoff.core.errors import TradeoffError
+from tradeoff.pipeline.defend import defend_run_folder
 
 
 def parse_options(pairs: list[str]) -> dict:

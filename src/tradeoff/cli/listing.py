@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from tradeoff.catalog import catalog
 from tradeoff.cli.base import command
+from tradeoff.sweeps.catalog import catalog
 
 
 @command("list", "every dataset, trigger, poisoning method, model, objective, attack, backdoor defence, "

@@ -6,11 +6,11 @@ import argparse
 from pathlib import Path
 
 from tradeoff.cli.base import add_run_options, check_tensorboard, command, print_results, with_data_root
-from tradeoff.config import load_spec
-from tradeoff.distributed import is_main
-from tradeoff.errors import TradeoffError
-from tradeoff.experiment import run_experiment
-from tradeoff.runs import check_output_folder, is_finished, read_run
+from tradeoff.config.build import load_spec
+from tradeoff.core.distributed import is_main
+from tradeoff.core.errors import TradeoffError
+from tradeoff.pipeline.experiment import run_experiment
+from tradeoff.records.folders import check_output_folder, is_finished, read_run
 
 
 @command("run", "run one experiment per spec file, one run folder each")

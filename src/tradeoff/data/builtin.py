@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tradeoff.data.files import find_file, read_cifar_batch, read_idx
+from tradeoff.core.errors import TradeoffError
+from tradeoff.data.files import UNSIGNED_BYTE, check_labels, find_file, read_cifar_batch, read_idx
 from tradeoff.data.imageset import DataBundle, ImageSet
 from tradeoff.data.registry import DatasetInfo, Protocol, register
-from tradeoff.errors import TradeoffError
 
 _IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -36,6 +36,22 @@ def _download(tv_class, root: Path, label: str) -> str:
         socket.setdefaulttimeout(old)
 
 
+IDX_SIDE = 28  # MNIST and Fashion-MNIST: 28 x 28 grey images
+IDX_CLASSES = 10
+
+
+def read_idx_pair(images_file: Path, labels_file: Path, label: str) -> tuple[np.ndarray, np.ndarray]:
+    """An images file (N x 28 x 28 unsigned bytes) and its labels file (N unsigned bytes in 0..9),
+    checked against each other before anything trains on them."""
+    images = read_idx(images_file, shape=(None, IDX_SIDE, IDX_SIDE), type_code=UNSIGNED_BYTE)
+    labels = read_idx(labels_file, shape=(None,), type_code=UNSIGNED_BYTE)
+    if len(images) != len(labels):
+        raise TradeoffError(f"{label}'s {images_file} holds {len(images)} images but {labels_file} holds "
+                            f"{len(labels)} labels.")
+    check_labels(labels, IDX_CLASSES, labels_file)
+    return images, labels
+
+
 def _idx_bundle(root: Path, folder_names: tuple[str, ...], tv_class, label: str, download: bool) -> DataBundle:
     candidates = [root / f for f in folder_names] + [root / tv_class.__name__ / "raw", root]
 
@@ -57,16 +73,13 @@ def _idx_bundle(root: Path, folder_names: tuple[str, ...], tv_class, label: str,
             f"{candidates[0]} (set --data-root or TRADEOFF_DATA to the folder holding "
             f"'{folder_names[0]}/').{note}"
         )
-    xtr, ytr, xte, yte = (read_idx(f) for f in files)
-    for images, labels, which in ((xtr, ytr, "training"), (xte, yte, "test")):
-        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise TradeoffError(f"{label} {which} files disagree: {images.shape} images for {labels.shape} labels.")
+    (xtr, ytr), (xte, yte) = (read_idx_pair(images, labels, label) for images, labels in (files[:2], files[2:]))
 
     def to_set(images, labels):
         x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
         return ImageSet(x, torch.from_numpy(labels.astype(np.int64)))
 
-    return DataBundle(to_set(xtr, ytr), to_set(xte, yte), num_classes=10, shape=(1, 28, 28))
+    return DataBundle(to_set(xtr, ytr), to_set(xte, yte), num_classes=IDX_CLASSES, shape=(1, IDX_SIDE, IDX_SIDE))
 
 
 def load_mnist(root: Path, download: bool, data_spec=None) -> DataBundle:

@@ -10,7 +10,7 @@ The protocol's transforms: training = random-resized crop + horizontal flip to `
 (224), evaluation = resize the short side to 256/224 of it + centre crop (``data.augment: false``
 uses the evaluation transform for training too). Poisoning is applied on the fly to the planned
 indices, on the decoded image at its own resolution, *before* the crop; the test-time trigger is
-stamped on the evaluation batches by :func:`tradeoff.metrics.evaluate`, after the transform.
+stamped on the evaluation batches by :func:`tradeoff.evaluation.metrics.evaluate`, after the transform.
 """
 
 from __future__ import annotations
@@ -19,20 +19,24 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from tradeoff.data.batches import epoch_permutation, global_batches
+from tradeoff.core.device import loader_workers
+from tradeoff.core.errors import TradeoffError
+from tradeoff.core.preemption import Preempted
+from tradeoff.core.spec import option
+from tradeoff.data.batches import BatchPoisoning, epoch_permutation, global_batches, poison_batch
 from tradeoff.data.imageset import DataBundle
 from tradeoff.data.registry import DatasetInfo, Protocol, register
-from tradeoff.errors import TradeoffError
-from tradeoff.spec import option
+from tradeoff.data.verify import UnreadableImage, check_no_empty_classes, decode, scan_images
 from tradeoff.triggers import CORNERS, Stamp, apply_stamp
 
+UNREADABLE = -1  # the label a loader process gives an image it cannot decode
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"}
 DEFAULT_SIZE = 224
 RESIZE_RATIO = 256 / 224  # evaluation: resize 256, centre crop 224
@@ -56,18 +60,6 @@ def scan_split(split_dir: Path, classes: list[str] | None = None):
     # A fixed-width bytes array, not a list of str: no per-item objects whose reference counts
     # would make forked loader workers copy the whole list.
     return classes, np.array(paths, dtype=np.bytes_), np.array(labels, dtype=np.int64)
-
-
-def decode(path: str) -> torch.Tensor:
-    """An image file as a (3, H, W) uint8 RGB tensor."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            array = np.asarray(img.convert("RGB"))
-    except OSError as e:
-        raise TradeoffError(f"{path} cannot be read as an image ({e}).") from None
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
 def stamp_native(image: torch.Tensor, trigger, corner: int) -> torch.Tensor:
@@ -134,12 +126,14 @@ class FolderSet(Dataset):
     streamed = True
 
     def __init__(self, base: Path, paths: np.ndarray, labels: np.ndarray, classes: list[str],
-                 image_size: int, train: bool, workers: int, flip: bool = True):
+                 image_size: int, train: bool, workers: int, flip: bool = True, skip_unreadable: bool = False):
         self.base, self.paths, self.classes = str(base), paths, classes
+        self.skip_unreadable = skip_unreadable
         self.image_size, self.train, self.workers, self.flip = image_size, train, workers, flip
         self.targets = torch.from_numpy(labels)  # the files' labels, before any poisoning
         self._labels = labels  # the labels training sees (dirty-label poisoning changes some)
         self._slot = None  # per image: its position in the poison plan, or -1
+        self.poisoning: Optional[BatchPoisoning] = None  # a step every training batch goes through (WaNet)
         self._corners = self._trigger = None
         self.transform = (functools.partial(train_transform, size=image_size, flip=flip) if train
                           else functools.partial(eval_transform, size=image_size))
@@ -174,11 +168,12 @@ class FolderSet(Dataset):
 
     def _copy(self, idx: np.ndarray | None = None, train: bool | None = None) -> "FolderSet":
         idx = np.arange(len(self)) if idx is None else idx
-        out = FolderSet(Path(self.base), self.paths[idx], self._labels[idx], self.classes,
-                        self.image_size, self.train if train is None else train, self.workers, self.flip)
+        out = FolderSet(Path(self.base), self.paths[idx], self._labels[idx], self.classes, self.image_size,
+                        self.train if train is None else train, self.workers, self.flip, self.skip_unreadable)
         out.targets = self.targets[torch.from_numpy(idx)]
         if self._slot is not None:
             out._slot, out._corners, out._trigger = self._slot[idx], self._corners, self._trigger
+        out.poisoning = self.poisoning
         return out
 
     def poisoned(self, plan, trigger, device=None) -> "FolderSet":
@@ -192,6 +187,7 @@ class FolderSet(Dataset):
         slot[plan.indices.numpy()] = np.arange(len(plan.indices))
         out._slot, out._corners, out._trigger = slot, plan.corners.numpy(), trigger
         out._labels = plan.labels.numpy().astype(np.int64)
+        out.poisoning = plan.per_batch
         return out
 
     def without(self, removed: torch.Tensor) -> "FolderSet":
@@ -205,28 +201,53 @@ class FolderSet(Dataset):
             image = stamp_native(image, self._trigger, int(self._corners[self._slot[i]]))
         return image
 
+    def path(self, i: int) -> str:
+        return os.path.join(self.base, self.paths[i].decode())
+
     def __getitem__(self, item):
         """Image ``item``, or ``(image index, draw seed)``: the training sampler's items, whose
         augmentation draws come from their own seed (the same in any loader process, and again
-        after a resume)."""
+        after a resume). An image that cannot be decoded comes as a blank image with label
+        :data:`UNREADABLE`, so that the batch's consumer names it (a loader process's exception
+        would arrive as a traceback)."""
         i, draws = item if isinstance(item, tuple) else (item, None)
         generator = torch.Generator().manual_seed(draws) if draws is not None else None
-        return self.transform(self.read(i), generator=generator), int(self._labels[i])
+        try:
+            image = self.read(i)
+        except UnreadableImage:
+            return torch.zeros(self.shape, dtype=torch.uint8), UNREADABLE
+        return self.transform(image, generator=generator), int(self._labels[i])
+
+    def first_unreadable(self, yb: torch.Tensor, indices: list[int]) -> UnreadableImage | None:
+        """The first image of a batch (``indices``: its image indices) that came unreadable, named
+        with the reason (decoded again here: the loader process's exception stayed there)."""
+        bad = (yb == UNREADABLE).nonzero().flatten().tolist()
+        if not bad:
+            return None
+        path = self.path(indices[bad[0]])
+        try:
+            decode(path)
+        except UnreadableImage as e:
+            return e
+        return UnreadableImage(path, "it failed to decode in the loader process")
 
     def batches(self, batch_size: int, seed: int, device, rank: int = 0, world: int = 1,
-                augment: bool = False, flip: bool = True) -> "StreamedBatches":
+                augment: bool = False, flip: bool = True, log=None) -> "StreamedBatches":
         """Shuffled training batches (the transform was chosen with the split: ``augment`` and
-        ``flip`` are the dataset's own)."""
-        return StreamedBatches(self, batch_size, seed, device, rank, world)
+        ``flip`` are the dataset's own); ``log`` hears of skipped unreadable images."""
+        return StreamedBatches(self, batch_size, seed, device, rank, world, log, self.poisoning)
 
     def loader(self, batch_size: int, device=None, rank: int = 0, world: int = 1):
         """(x, y) evaluation batches in file order, x float in [0, 1] on ``device``; with
-        ``world > 1`` only every world-th batch from ``rank`` on."""
+        ``world > 1`` only every world-th batch from ``rank`` on. An image that cannot be decoded
+        is one sentence naming it (evaluated sets never skip images: every metric is on the whole set)."""
         device = torch.device(device or "cpu")
-        batches = [list(range(s, min(s + batch_size, len(self)))) for s in range(0, len(self), batch_size)]
-        loader = DataLoader(self, batch_sampler=batches[rank::world], num_workers=self.workers,
-                            pin_memory=device.type == "cuda")
-        for xb, yb in loader:
+        batches = [list(range(s, min(s + batch_size, len(self)))) for s in range(0, len(self), batch_size)][rank::world]
+        loader = DataLoader(self, batch_sampler=batches, num_workers=self.workers, pin_memory=device.type == "cuda")
+        for indices, (xb, yb) in zip(batches, loader):
+            unreadable = self.first_unreadable(yb, indices)
+            if unreadable is not None:
+                raise unreadable
             yield to_unit(xb, device), yb.to(device, non_blocking=True)
 
 
@@ -256,9 +277,18 @@ class _ShardSampler:
 class StreamedBatches:
     """The streamed counterpart of :class:`tradeoff.data.batches.InMemoryBatches`: ``steps_per_epoch``,
     ``epoch(index)`` yielding device batches, ``last_global_size``. Worker processes decode,
-    poison and transform; the batches travel as uint8 and become floats on the device."""
+    poison and transform; the batches travel as uint8 and become floats on the device.
 
-    def __init__(self, dataset: FolderSet, batch_size: int, seed: int, device, rank: int = 0, world: int = 1):
+    A training image that cannot be decoded: with the dataset's ``skip_unreadable`` it is left
+    out of its batch, logged once and counted (:meth:`metrics`); otherwise the batch before it is
+    yielded with :attr:`stop_reason` set, which asks the training loop to write a snapshot and
+    stop there (resumable once the file is replaced), and :class:`Preempted` with that sentence
+    follows if the loop reads on."""
+
+    def __init__(self, dataset: FolderSet, batch_size: int, seed: int, device, rank: int = 0, world: int = 1,
+                 log: Callable[[str], None] | None = None, poisoning: Optional[BatchPoisoning] = None):
+        self.dataset, self.seed, self.rank, self.world = dataset, seed, rank, world
+        self.poisoning, self._epoch = poisoning, 0
         self.device = torch.device(device)
         self.bounds = global_batches(len(dataset), batch_size, world)
         self.steps_per_epoch = len(self.bounds)
@@ -269,15 +299,62 @@ class StreamedBatches:
                                  prefetch_factor=4 if workers > 0 else None,
                                  generator=torch.Generator().manual_seed(seed * 7919 + rank))
         self.last_global_size = 0
+        self.log = log or (lambda message: None)
+        self.stop_reason: str | None = None
+        self.skipped: set[int] = set()  # indices of the training images left out as unreadable
 
     def generators(self) -> dict[str, torch.Generator]:
         return {"loader": self.loader.generator}
 
+    def metrics(self) -> dict:
+        """What the run's metrics.json records of this source: the unreadable images skipped."""
+        return {"unreadable_images_skipped": len(self.skipped)} if self.dataset.skip_unreadable else {}
+
     def epoch(self, index: int, first: int = 0):
         self.sampler.epoch, self.sampler.start = index, first
-        for (start, stop), (xb, yb) in zip(self.bounds[first:], self.loader):
-            self.last_global_size = stop - start
-            yield to_unit(xb, self.device), yb.to(self.device, non_blocking=True)
+        perm = epoch_permutation(len(self.dataset), self.seed, index)
+        self._epoch = index
+        ready = None  # one batch is held back until the next has decoded, so a stop lands before the bad one
+        for step, ((start, stop), (xb, yb)) in enumerate(zip(self.bounds[first:], self.loader), first):
+            indices = perm[start:stop][self.rank::self.world].tolist()
+            unreadable = self.dataset.first_unreadable(yb, indices)
+            if unreadable is not None:
+                keep = self._skip(yb, indices, unreadable)
+                if keep is None:
+                    if ready is not None:
+                        yield self._to_device(*ready)
+                    # Reached when no snapshot was taken at that boundary (the epoch's first batch,
+                    # or a loop without snapshots): the run resumes from its last snapshot, if any.
+                    reason, self.stop_reason = self.stop_reason, None
+                    raise Preempted(f"{reason}; training stopped before it")
+                xb, yb = xb[keep], yb[keep]
+            if ready is not None:
+                yield self._to_device(*ready)
+            ready = (xb, yb, stop - start, step)
+        if ready is not None:
+            yield self._to_device(*ready)
+
+    def _to_device(self, xb: torch.Tensor, yb: torch.Tensor, global_size: int, step: int):
+        """The batch on the device, through the per-batch poisoning step if there is one."""
+        self.last_global_size = global_size
+        return poison_batch(self.poisoning, to_unit(xb, self.device), yb.to(self.device, non_blocking=True),
+                            self.seed, self._epoch, step, self.rank)
+
+    def _skip(self, yb: torch.Tensor, indices: list[int], unreadable: UnreadableImage) -> torch.Tensor | None:
+        """The mask of the batch's readable images, or None (with :attr:`stop_reason`) to stop."""
+        bad = yb == UNREADABLE
+        if not self.dataset.skip_unreadable or bool(bad.all()):
+            whole = " and every other image of its batch" if self.dataset.skip_unreadable else ""
+            self.stop_reason = (f"training image {unreadable.path}{whole} cannot be decoded ({unreadable.why}); "
+                                "replace or remove it" + ("" if whole else " (or set data.skip_unreadable=true to "
+                                                          "train without such images)"))
+            return None
+        for position in bad.nonzero().flatten().tolist():
+            if indices[position] not in self.skipped:
+                self.skipped.add(indices[position])
+                self.log(f"skipped unreadable training image {self.dataset.path(indices[position])} "
+                         f"({len(self.skipped)} so far)")
+        return ~bad
 
 
 @dataclass
@@ -286,7 +363,12 @@ class FolderOptions:
 
     folder: Optional[str] = option(None, doc="the folder under the data root (default: the dataset's name), or a path")
     image_size: int = option(DEFAULT_SIZE, doc="crop size the model sees", min=8)
-    workers: int = option(4, doc="DataLoader worker processes (not part of the cell digest)", min=0)
+    workers: Optional[int] = option(None, doc="DataLoader worker processes; unset: sized to the machine's cores "
+                                              "(not part of the cell digest)", min=0)
+    verify: str = option("headers", doc="the image check before training: headers (open every image and read its "
+                                        "header), full (decode every image), off", choices="image check")
+    skip_unreadable: bool = option(False, doc="a training image that fails to decode is left out of its batch, "
+                                              "logged and counted (false: training stops there, resumable)")
 
 
 def load_folder(root: Path, download: bool, data_spec, default_folder: str) -> DataBundle:
@@ -300,14 +382,18 @@ def load_folder(root: Path, download: bool, data_spec, default_folder: str) -> D
             f"(set --data-root or TRADEOFF_DATA to the folder holding '{folder}/', or data.folder to the dataset's folder).")
     classes, train_paths, train_labels = scan_split(train_dir)
     _, val_paths, val_labels = scan_split(val_dir, classes)
-    for paths, where in ((train_paths, train_dir), (val_paths, val_dir)):
+    for paths, labels, where in ((train_paths, train_labels, train_dir), (val_paths, val_labels, val_dir)):
         if len(paths) == 0:
             raise TradeoffError(f"{where} holds no images (expected <class>/<image> files, e.g. .jpg or .png).")
+        check_no_empty_classes(where, classes, labels)
+    for paths, where in ((train_paths, train_dir), (val_paths, val_dir)):
+        scan_images(where, paths, opts.verify, where)
     size = opts.image_size
     augment = True if data_spec.augment is None else data_spec.augment
-    train = FolderSet(train_dir, train_paths, train_labels, classes, size, augment, opts.workers,
-                      data_spec.augment_flip)
-    test = FolderSet(val_dir, val_paths, val_labels, classes, size, False, opts.workers)
+    workers = loader_workers(opts.workers)
+    train = FolderSet(train_dir, train_paths, train_labels, classes, size, augment, workers,
+                      data_spec.augment_flip, opts.skip_unreadable)
+    test = FolderSet(val_dir, val_paths, val_labels, classes, size, False, workers)
     return DataBundle(train, test, num_classes=len(classes), shape=(3, size, size), streamed=True)
 
 

@@ -12,14 +12,16 @@ from typing import Optional
 
 import torch
 
+from tradeoff.core.device import to_device
+from tradeoff.core.errors import TradeoffError
 from tradeoff.data.batches import InMemoryBatches
-from tradeoff.errors import TradeoffError
 
 
 @dataclass
 class ImageSet:
     x: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
     y: torch.Tensor  # (N,) int64
+    poisoning: Optional[object] = None  # a BatchPoisoning every training batch goes through (WaNet)
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -68,23 +70,26 @@ class ImageSet:
             idx = plan.indices.to(device)
             chosen = x[idx] if plan.images is None else plan.images.to(device, x.dtype)
             x[idx] = trigger.apply(chosen, plan.corners)
-        return ImageSet(x, plan.labels.to(device))
+        return ImageSet(x, plan.labels.to(device), plan.per_batch)
 
     def without(self, removed: torch.Tensor) -> "ImageSet":
         """The set minus the images where ``removed`` (a bool mask) is True."""
         keep = ~removed.to(self.y.device)
-        return ImageSet(self.x[keep], self.y[keep])
+        return ImageSet(self.x[keep], self.y[keep], self.poisoning)
 
     def batches(self, batch_size: int, seed: int, device, rank: int = 0, world: int = 1,
-                augment: bool = False, flip: bool = True) -> InMemoryBatches:
-        return InMemoryBatches(self.x.to(device), self.y.to(device), batch_size, augment, seed, rank, world, flip)
+                augment: bool = False, flip: bool = True, log=None) -> InMemoryBatches:
+        return InMemoryBatches(self.x.to(device), self.y.to(device), batch_size, augment, seed, rank, world, flip,
+                               self.poisoning)
 
     def loader(self, batch_size: int, device=None, rank: int = 0, world: int = 1):
         """(x, y) batches in index order on ``device``; with ``world > 1`` only every world-th
-        batch from ``rank`` on (this rank's share)."""
+        batch from ``rank`` on (this rank's share). A set held elsewhere goes to ``device`` once,
+        in one copy (pinned, without waiting, on a GPU), not batch by batch."""
+        device = torch.device(device) if device is not None else self.x.device
+        x, y = to_device(self.x, device), to_device(self.y, device)
         for start in range(rank * batch_size, len(self), world * batch_size):
-            yield (self.x[start:start + batch_size].to(device, non_blocking=True),
-                   self.y[start:start + batch_size].to(device, non_blocking=True))
+            yield x[start:start + batch_size], y[start:start + batch_size]
 
 
 @dataclass

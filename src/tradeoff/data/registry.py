@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from tradeoff.registry import Registry
+from tradeoff.core.registry import Registry, SyntheticCut
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,11 @@ class DatasetInfo:
 DATASETS: Registry[DatasetInfo] = Registry("dataset")
 
 
-def register(info: DatasetInfo) -> DatasetInfo:
-    return DATASETS.register(info.name, options=info.options, description=info.description)(info)
+def register(info: DatasetInfo, synthetic: Optional[SyntheticCut] = None) -> DatasetInfo:
+    """Register a dataset; ``synthetic``: its generated files and the budget they allow
+    (:class:`~tradeoff.core.registry.SyntheticCut`, for ``tradeoff sweep --synthetic``)."""
+    return DATASETS.register(info.name, options=info.options, description=info.description,
+                             synthetic=synthetic)(info)
 
 
 def default_root() -> Path:

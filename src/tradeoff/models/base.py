@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tradeoff.checkpoints import load_state
-from tradeoff.errors import TradeoffError
-from tradeoff.registry import Registry
+from tradeoff.core.checkpoints import load_state
+from tradeoff.core.errors import TradeoffError
+from tradeoff.core.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The networks of IBP certified training (Gowal et al. 2018), built only from layers that
-:mod:`tradeoff.bounds` propagates intervals through.
+:mod:`tradeoff.models.bounds` propagates intervals through.
 
 Inputs in [0, 1] are normalised inside the model with fixed per-channel statistics, as the IBP
 reference code does (MNIST for one channel, CIFAR-10 for three, none otherwise); a fixed affine
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from tradeoff.errors import TradeoffError
+from tradeoff.core.errors import TradeoffError
 from tradeoff.models.base import MODELS, FeatureClassifier, ModelRequest, scaled, with_dense_head
 from tradeoff.models.resnet import Normalize
 

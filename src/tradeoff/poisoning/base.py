@@ -1,13 +1,13 @@
 """What every poisoning method shares: the plan it produces and the registry it joins.
 
-A method is ``(labels, poison_spec, generator) -> (chosen indices, labels after poisoning)``,
-registered with the dataclass of its options. The poisoned set is fixed before training; the
+A method is ``(labels, poison_spec, generator, num_classes) -> (chosen indices, labels after
+poisoning)``, registered with the dataclass of its options. The poisoned set is fixed before training; the
 ground-truth mask is kept for the backdoor defences.
 
 A method whose options are :class:`PerturbationOptions` (label-consistent poisoning) also changes
 its chosen images before the trigger is stamped: adversarially, against a surrogate model. The
 plan is still drawn from the labels alone; the pipeline then fills ``PoisonPlan.images``
-(:mod:`tradeoff.surrogate`), and the data set stamps those images instead of the originals.
+(:mod:`tradeoff.training.surrogate`), and the data set stamps those images instead of the originals.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Optional
 
 import torch
 
-from tradeoff.errors import TradeoffError
-from tradeoff.registry import Registry
-from tradeoff.spec import AttackSpec, option
+from tradeoff.core.errors import TradeoffError
+from tradeoff.core.registry import Registry
+from tradeoff.core.spec import AttackSpec, option
 from tradeoff.triggers import Trigger
 
 
@@ -33,6 +33,7 @@ class PoisonPlan:
     labels: torch.Tensor  # (N,) training labels after poisoning
     mask: torch.Tensor  # (N,) bool, True where poisoned
     images: Optional[torch.Tensor] = None  # (P, C, H, W) the chosen images before stamping, if the method changed them
+    per_batch: Optional[object] = None  # a BatchPoisoning of every training batch (WaNet), if the method has one
 
 
 @dataclass
@@ -50,12 +51,70 @@ class PerturbationOptions:
                                                  "(safetensors or a weights-only torch file); no training")
 
 
+@dataclass(frozen=True)
+class BackdoorTarget:
+    """The label a triggered image should be classified as: ``label`` for every image
+    (all-to-one), or with ``all_to_all`` its own label plus one, modulo the classes."""
+
+    label: int
+    all_to_all: bool = False
+    num_classes: int = 0
+
+    def of(self, y: torch.Tensor) -> torch.Tensor:
+        """The target label of each image with true label ``y``."""
+        if self.all_to_all:
+            return (y + 1) % self.num_classes
+        return torch.full_like(y, self.label)
+
+    @property
+    def single_label(self) -> Optional[int]:
+        """The one class every triggered image is sent to; None for all-to-all, which has none."""
+        return None if self.all_to_all else self.label
+
+    @property
+    def classes(self) -> list[int]:
+        """The classes triggered images are sent to (and poisoned images relabelled as): the
+        target, or with all-to-all every class (each one its predecessor's target)."""
+        return list(range(self.num_classes)) if self.all_to_all else [self.label]
+
+    def describe(self) -> str:
+        """The target in a few words, for a log line."""
+        return f"all-to-all (y + 1 mod {self.num_classes})" if self.all_to_all else str(self.label)
+
+
+def is_all_to_all(poison_spec) -> bool:
+    """Whether a spec's ``poison`` section asks for an all-to-all backdoor (its method's ``target_mode``)."""
+    return getattr(poison_spec.options, "target_mode", "") == "all-to-all"
+
+
+def backdoor_target(poison_spec, num_classes: int) -> BackdoorTarget:
+    """The backdoor's target of a spec's ``poison`` section (all-to-all where its method says so)."""
+    return BackdoorTarget(poison_spec.target, is_all_to_all(poison_spec), num_classes)
+
+
 def perturbs_images(poison_spec) -> bool:
     """Whether the spec's poisoning method perturbs its chosen images before stamping."""
     return isinstance(poison_spec.options, PerturbationOptions)
 
 
 POISONING_METHODS: Registry = Registry("poisoning method", plural="poisoning")
+
+# method name -> (options, trigger, target) -> a BatchPoisoning or None: the per-batch step of a
+# method that poisons every training batch afresh (WaNet), beside or instead of a fixed set.
+BATCH_POISONING: dict = {}
+
+# Checks of a spec's poisoning method against its trigger and dataset, run when the spec is
+# built (before any step): each ``(poison_spec, trigger_kind, streamed) -> None`` raises one
+# sentence for a pairing its method or trigger cannot run.
+SPEC_CHECKS: list = []
+
+
+def check_poisoning(poison_spec, trigger_kind: str, streamed: bool) -> None:
+    """Every declared check of the poisoning method and trigger pairing (see ``SPEC_CHECKS``)."""
+    poison_spec = dataclasses.replace(
+        poison_spec, options=POISONING_METHODS.options_or_default(poison_spec.method, poison_spec.options))
+    for check in SPEC_CHECKS:
+        check(poison_spec, trigger_kind, streamed)
 
 
 def choose(candidates: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -65,7 +124,7 @@ def choose(candidates: torch.Tensor, count: int, generator: torch.Generator) -> 
 
 
 @POISONING_METHODS.register("none")
-def no_poison(labels: torch.Tensor, poison_spec, g: torch.Generator):
+def no_poison(labels: torch.Tensor, poison_spec, g: torch.Generator, num_classes: int):
     """No poisoning: the clean training set."""
     return torch.zeros(0, dtype=torch.long), labels.clone()
 
@@ -77,8 +136,10 @@ def plan_poison(labels: torch.Tensor, poison_spec, trigger: Trigger, num_classes
     poison_spec = dataclasses.replace(
         poison_spec, options=POISONING_METHODS.options_or_default(poison_spec.method, poison_spec.options))
     g = torch.Generator().manual_seed(seed)
-    indices, new_labels = POISONING_METHODS.get(poison_spec.method)(labels.cpu(), poison_spec, g)
+    indices, new_labels = POISONING_METHODS.get(poison_spec.method)(labels.cpu(), poison_spec, g, num_classes)
     corners = trigger.training_corners(len(indices), g)
     mask = torch.zeros(len(labels), dtype=torch.bool)
     mask[indices] = True
-    return PoisonPlan(indices, corners, new_labels, mask)
+    per_batch = BATCH_POISONING.get(poison_spec.method, lambda *args: None)(poison_spec.options, trigger,
+                                                                            poison_spec.target)
+    return PoisonPlan(indices, corners, new_labels, mask, per_batch=per_batch)

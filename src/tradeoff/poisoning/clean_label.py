@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from tradeoff.core.spec import option
 from tradeoff.poisoning.base import POISONING_METHODS, choose
-from tradeoff.spec import option
 
 
 @dataclass
@@ -18,7 +18,7 @@ class CleanLabelOptions:
 
 
 @POISONING_METHODS.register("clean-label", options=CleanLabelOptions)
-def clean_label(labels: torch.Tensor, poison_spec, g: torch.Generator):
+def clean_label(labels: torch.Tensor, poison_spec, g: torch.Generator, num_classes: int):
     """Stamp a share of the target class's training images; labels kept."""
     candidates = (labels == poison_spec.target).nonzero().flatten()
     count = round(poison_spec.options.fraction_of_target_class * len(candidates))

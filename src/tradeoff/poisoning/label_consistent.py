@@ -4,7 +4,7 @@ surrogate model (PGD within ``perturbation.eps`` on its true label, so that the 
 features become harder to learn from), then stamped. Labels are kept.
 
 The plan is drawn here from the labels alone (as clean-label's, for the same seed); the
-perturbation needs the images and a model, so the pipeline makes it (:mod:`tradeoff.surrogate`)
+perturbation needs the images and a model, so the pipeline makes it (:mod:`tradeoff.training.surrogate`)
 with :func:`perturb_before_stamping` and the data set stamps the perturbed images. In-memory
 datasets only: a streamed one is refused when the spec is validated.
 """
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from tradeoff.attacks import perturb
+from tradeoff.attacks.pgd import perturb
+from tradeoff.core.spec import AttackSpec
 from tradeoff.poisoning.base import POISONING_METHODS, PerturbationOptions
 from tradeoff.poisoning.clean_label import CleanLabelOptions, clean_label
-from tradeoff.spec import AttackSpec
 
 
 @dataclass
@@ -27,9 +27,9 @@ class LabelConsistentOptions(PerturbationOptions, CleanLabelOptions):
 
 
 @POISONING_METHODS.register("label-consistent", options=LabelConsistentOptions)
-def label_consistent(labels: torch.Tensor, poison_spec, g: torch.Generator):
+def label_consistent(labels: torch.Tensor, poison_spec, g: torch.Generator, num_classes: int):
     """Clean-label images adversarially perturbed against a surrogate, then stamped; labels kept."""
-    return clean_label(labels, poison_spec, g)
+    return clean_label(labels, poison_spec, g, num_classes)
 
 
 def perturb_before_stamping(model, x: torch.Tensor, y: torch.Tensor, attack: AttackSpec, seed: int,

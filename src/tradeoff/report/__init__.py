@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tradeoff.records.folders import check_output_folder, write_text_atomic
 from tradeoff.report.collect import build_reports
 from tradeoff.report.csvfile import csv_text
 from tradeoff.report.htmlpage import html_page
 from tradeoff.report.markdown import markdown_text
 from tradeoff.report.paper import paper_values
 from tradeoff.report.plots import plot_curves, plot_heatmap, plot_saliency, plot_tradeoff
-from tradeoff.runs import write_text_atomic
 
 __all__ = ["build_reports", "paper_values", "write_report"]
 
@@ -31,8 +31,7 @@ def write_report(folder: str | Path, dest: str | Path | None = None) -> list[Pat
     PNG per table with a phase diagram, one learning-curve PNG per pair whose runs have curves and
     one saliency PNG per table whose paired runs saved their saliency maps."""
     tables = build_reports(folder)
-    dest = Path(dest) if dest else Path(folder)
-    dest.mkdir(parents=True, exist_ok=True)
+    dest = check_output_folder(Path(dest) if dest else Path(folder))
     plots, heatmaps, curves, saliency = {}, {}, {}, {}
     for t in tables:
         png = plot_tradeoff(t, dest / f"tradeoff-{t.id}-{t.preset}.png")

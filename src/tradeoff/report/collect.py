@@ -6,8 +6,6 @@ attack each cell's runs measured adversarial robustness with, read from their sp
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,20 +14,34 @@ from typing import Optional
 
 import yaml
 
-from tradeoff.attacks import describe
-from tradeoff.curves import CURVE_FILE, read_curve
-from tradeoff.errors import TradeoffError
-from tradeoff.grids import load_presets
-from tradeoff.masking import WARNINGS_KEY, split_warnings
-from tradeoff.metrics import TIMING_KEYS
+from tradeoff.attacks.pgd import describe
+from tradeoff.core.errors import TradeoffError
+from tradeoff.core.spec import AttackSpec
+from tradeoff.core.stats import PERCENT_RANGE, Comparison, Interval, holm_summary, interval, paired, verdict_summary
+from tradeoff.evaluation.masking import WARNINGS_KEY, split_warnings
+from tradeoff.evaluation.metrics import TIMING_KEYS
+from tradeoff.records.folders import finished_runs
+from tradeoff.records.manifest import Manifest, ManifestCell, ManifestMetric, read_manifests
+from tradeoff.records.record import (
+    BACKDOOR_SUCCESS,
+    ROBUSTNESS,
+    SALIENCY_SHARE,
+    TRAIN_IMAGES_PER_SECOND,
+    TRAIN_STEPS,
+    RunRecord,
+    peek_record,
+)
+from tradeoff.report.attack_strength import (
+    ATTACK_KEY,
+    NOT_WORKING,
+    attack_notes,
+    not_working,
+    setting_value,
+    training_eps,
+)
 from tradeoff.report.paper import paper_values
-from tradeoff.runs import finished_runs
-from tradeoff.spec import AttackSpec
-from tradeoff.stats import Comparison, Interval, interval, paired, verdict_summary
-from tradeoff.sweep import read_manifests
-
-ASR_KEY, ROBUSTNESS_KEY = "backdoor_success_rate", "adversarial_robustness"
-SALIENCY_KEY = "trigger_saliency_share"
+from tradeoff.sweeps.grids import load_presets
+from tradeoff.training.curves import CURVE_FILE, read_curve
 
 
 @dataclass
@@ -45,6 +57,7 @@ class Entry:
     seeds: list = field(default_factory=list)  # the seed of each of ``values``
     collapsed: int = 0  # seeds whose training collapsed: marked, and left out of ``values``
     masking: int = 0  # seeds of an adversarial-robustness entry whose gradient-masking checks warned
+    cells: list = field(default_factory=list)  # the slugs of the cells that report it
 
     @property
     def by_seed(self) -> dict:
@@ -52,11 +65,10 @@ class Entry:
 
     @property
     def interval(self) -> Optional[Interval]:
-        """The 95% interval of the mean over seeds; a percentage's is cut to [0, 100]."""
+        """The 95% interval of the mean over seeds; a percentage's is clipped to [0, 100] (its
+        computed ends kept in ``raw_low``/``raw_high``, the clipped ones flagged)."""
         ci = interval(self.values)
-        if ci is not None and self.percent:
-            ci = dataclasses.replace(ci, low=max(ci.low, 0.0), high=min(ci.high, 100.0))
-        return ci
+        return ci.within(*PERCENT_RANGE) if ci is not None and self.percent else ci
 
     @property
     def mean(self) -> Optional[float]:
@@ -116,13 +128,26 @@ class TableReport:
         return verdict_summary(self.comparisons)
 
     @property
+    def holm_line(self) -> str:
+        return holm_summary(self.comparisons)
+
+    @property
     def key(self) -> str:
         return f"{self.id}-{self.preset}"
 
 
-EVAL_ATTACK = "eval_attack"  # the run record's key for the evaluation attack's one-line name
-CURVE = "learning_curve"  # the run record's key for its curve.csv points (None without one)
 _ATTACK_FIELDS = {f.name for f in dataclasses.fields(AttackSpec)}
+
+
+@dataclass
+class FinishedRun:
+    """A finished run folder as the report reads it."""
+
+    name: str  # the folder's name
+    record: RunRecord  # its metrics.json
+    eval_attack: Optional[str] = None  # the evaluation attack, named in one line (None: none, or unnamed)
+    curve: Optional[list] = None  # its curve.csv points (None without one)
+    training_eps: Optional[float] = None  # the L-inf eps it trained against (None: standard training, another norm)
 
 
 def eval_attack(run: Path) -> Optional[str]:
@@ -144,23 +169,17 @@ def eval_attack(run: Path) -> Optional[str]:
 
 
 def _index_runs(out: Path) -> dict:
-    """spec digest -> [metrics dict with its folder name under "run"] of finished runs."""
+    """spec digest -> [FinishedRun] of the finished runs in ``out``."""
     index: dict = {}
     for run in finished_runs(out):
-        try:
-            metrics = json.loads((run / "metrics.json").read_text())
-        except (OSError, ValueError):
+        record = peek_record(run)
+        if record is None:
             continue
-        digest = metrics.get("spec_digest") or run.name.rsplit("-", 1)[-1]
+        digest = record.spec_digest or run.name.rsplit("-", 1)[-1]
         curve = read_curve(run / CURVE_FILE) if (run / CURVE_FILE).is_file() else None
-        index.setdefault(digest, []).append({**metrics, "run": run.name, EVAL_ATTACK: eval_attack(run), CURVE: curve})
+        index.setdefault(digest, []).append(FinishedRun(run.name, record, eval_attack(run), curve,
+                                                                training_eps(run)))
     return index
-
-
-def _number(value) -> Optional[float]:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        return None
-    return float(value)
 
 
 # Backdoor defences' decision rules as their runs record them; an oracle rule is named as such.
@@ -174,57 +193,51 @@ def decision_rule_notes(per_cell: dict) -> list[str]:
     for runs in per_cell.values():
         for run in runs:
             for key, name in DECISION_RULES.items():
-                if run.get(key):
-                    used.setdefault(name, set()).add(str(run[key]))
+                if run.record.get(key):
+                    used.setdefault(name, set()).add(str(run.record.get(key)))
     return [f"{name}: decision rule {', '.join(sorted(rules))}" for name, rules in used.items()]
 
 
-def _pick(metrics: dict, keys: list) -> Optional[float]:
-    """The first of ``keys`` present in ``metrics`` (``-`` and ``_`` are interchangeable)."""
-    normal = {k.replace("-", "_"): v for k, v in metrics.items()}
-    for key in keys:
-        value = _number(normal.get(key.replace("-", "_")))
-        if value is not None:
-            return value
-    return None
-
-
-def _twin_slug(cells: list[dict], cell: dict) -> Optional[str]:
+def _twin_slug(cells: list[ManifestCell], cell: ManifestCell) -> Optional[str]:
     """The slug of ``cell``'s twin among ``cells`` (one seed's): the cell of its dataset with the
     twin's setting and, where several have it (Table 3(a)(b) repeats its settings per poisoning
     rate), the one that fills the most of the same table columns."""
-    candidates = [c for c in cells if c["paper_dataset"] == cell["paper_dataset"] and c["setting"] == cell["twin"]]
-    columns = {m["paper"] for m in cell["metrics"]}
-    best = max(candidates, key=lambda c: len(columns & {m["paper"] for m in c["metrics"]}), default=None)
-    return best["slug"] if best else None
+    candidates = [c for c in cells if c.paper_dataset == cell.paper_dataset and c.setting == cell.twin]
+    columns = {m.paper for m in cell.metrics}
+    best = max(candidates, key=lambda c: len(columns & {m.paper for m in c.metrics}), default=None)
+    return best.slug if best else None
 
 
-def _pairs(manifest: dict, per_cell: dict, entries: dict) -> list[Pair]:
+def _means(runs: list[FinishedRun], key: str) -> Optional[float]:
+    """The mean of ``key`` over ``runs`` in percent, or None where none has it."""
+    values = [v for v in (r.record.number(key) for r in runs) if v is not None]
+    return 100 * statistics.fmean(values) if values else None
+
+
+def _pairs(manifest: Manifest, per_cell: dict, entries: dict) -> list[Pair]:
     """Each standard cell joined to its adversarially trained twin: our means over the converged
     seeds (``per_cell``, by dataset, setting and cell) and the paper's values (``entries``)."""
-    first_seed = [c for c in manifest["cells"] if c["seed"] == 0]
-    repeated = Counter((c["paper_dataset"], c["setting"]) for c in first_seed)
+    first_seed = [c for c in manifest.cells if c.seed == 0]
+    repeated = Counter((c.paper_dataset, c.setting) for c in first_seed)
     pairs = []
     for c in first_seed:
-        if not c.get("twin"):
+        if not c.twin:
             continue
-        p = Pair(c["paper_dataset"], c["twin"], c["setting"],
-                 cell=c["slug"] if repeated[(c["paper_dataset"], c["setting"])] > 1 else "")
+        p = Pair(c.paper_dataset, c.twin, c.setting, cell=c.slug if repeated[(c.paper_dataset, c.setting)] > 1 else "")
         for role, setting, slug in (("standard", p.standard, _twin_slug(first_seed, c)),
-                                    ("adversarial", p.adversarial, c["slug"])):
+                                    ("adversarial", p.adversarial, c.slug)):
             ms = per_cell.get((p.dataset, setting, slug), [])
-            asr = [v for v in (_number(m.get(ASR_KEY)) for m in ms) if v is not None]
-            rob = [v for v in (_number(m.get(ROBUSTNESS_KEY)) for m in ms) if v is not None]
-            if asr:
-                p.ours[role] = (100 * statistics.fmean(asr), 100 * statistics.fmean(rob) if rob else None)
-            curves = [m[CURVE] for m in ms if m.get(CURVE)]
+            asr = _means(ms, BACKDOOR_SUCCESS)
+            if asr is not None:
+                p.ours[role] = (asr, _means(ms, ROBUSTNESS))
+            curves = [m.curve for m in ms if m.curve]
             if curves:
                 p.curves[role] = curves
             if ms:
-                p.runs[role] = ms[0]["run"]
-            shares = [v for v in (_number(m.get(SALIENCY_KEY)) for m in ms) if v is not None]
-            if shares:
-                p.saliency[role] = 100 * statistics.fmean(shares)
+                p.runs[role] = ms[0].name
+            share = _means(ms, SALIENCY_SHARE)
+            if share is not None:
+                p.saliency[role] = share
             pa = entries.get((p.dataset, setting, "Backdoor Success rate"))
             pr = entries.get((p.dataset, setting, "Adv. Robustness"))
             if pa is not None and pa.paper is not None:
@@ -234,94 +247,127 @@ def _pairs(manifest: dict, per_cell: dict, entries: dict) -> list[Pair]:
     return pairs
 
 
-def collect(manifest: dict, runs: dict, paper: list[dict]) -> TableReport:
-    """One swept table (``manifest``) filled from the finished runs (``runs``, by spec digest)
-    beside the paper's values (``paper``, as :func:`paper_values` gives them)."""
-    name_of = {ds: info.get("paper_name", ds) for ds, info in (load_presets().get("datasets") or {}).items()}
-    entries: dict = {}
+@dataclass
+class _Filling:
+    """What :func:`collect` gathers while it walks a manifest's cells."""
 
-    def entry(dataset, setting, metric) -> Entry:
+    entries: dict  # (dataset, setting, metric) -> Entry, in display order
+    notes: list
+    per_cell: dict = field(default_factory=dict)  # (dataset, setting, slug) -> [FinishedRun], one per converged seed
+    attacks: dict = field(default_factory=dict)  # dataset -> {evaluation attack -> [settings]} of the robustness values
+    collapsed: dict = field(default_factory=dict)  # (dataset, setting, slug) -> [seeds whose training collapsed]
+    timed: dict = field(default_factory=dict)  # (dataset, setting, slug) -> [FinishedRun] of every finished seed
+
+    def entry(self, dataset: str, setting: str, metric: str) -> Entry:
         key = (dataset, setting, metric)
-        if key not in entries:
-            entries[key] = Entry(dataset, setting, metric)
-        return entries[key]
+        if key not in self.entries:
+            self.entries[key] = Entry(dataset, setting, metric)
+        return self.entries[key]
 
+    def note(self, line: str) -> None:
+        if line not in self.notes:
+            self.notes.append(line)
+
+
+def collect(manifest: Manifest, runs: dict, paper: list[dict]) -> TableReport:
+    """One swept table (``manifest``) filled from the finished runs (``runs``, by spec digest:
+    :class:`FinishedRun`) beside the paper's values (``paper``, as :func:`paper_values` gives them)."""
+    name_of = {ds: info.get("paper_name", ds) for ds, info in (load_presets().get("datasets") or {}).items()}
+    skipped = {name_of.get(ds, ds): why for ds, why in manifest.skipped.items()}
+    filling = _Filling({}, [f"{ds}: {why}" for ds, why in skipped.items()])
     for r in paper:
-        if r["table"] == manifest["paper_table"]:
-            entry(r["dataset"], r["setting"], r["metric"]).paper = r["value"]
+        if r["table"] == manifest.paper_table:
+            filling.entry(r["dataset"], r["setting"], r["metric"]).paper = r["value"]
+    for c in manifest.cells:
+        _fill_cell(filling, c, runs.get(c.digest) if c.digest else None)
+    filling.notes += decision_rule_notes(filling.per_cell) + attack_notes(filling.per_cell) + _collapse_notes(filling)
+    _settle_statuses(filling.entries, skipped, {c.paper_dataset for c in manifest.cells})
 
-    swept = {c["paper_dataset"] for c in manifest["cells"]}
-    skipped = {name_of.get(ds, ds): why for ds, why in (manifest.get("skipped") or {}).items()}
-    notes = [f"{ds}: {why}" for ds, why in skipped.items()]
-    per_cell: dict = {}  # (dataset, setting, slug) -> list of run metrics, one per converged seed
-    attacks: dict = {}  # dataset -> {evaluation attack -> [settings]} of the robustness values shown
-    collapsed: dict = {}  # (dataset, setting, slug) -> [seeds whose training collapsed]
-    timed: dict = {}  # (dataset, setting, slug) -> run metrics of every finished seed, for the cost
-    for c in manifest["cells"]:
-        ds, setting = c["paper_dataset"], c["setting"]
-        found = runs.get(c["digest"]) if c.get("digest") else None
-        if found:
-            timed.setdefault((ds, setting, c["slug"]), []).append(found[0])
-        if found and found[0].get("collapsed"):
-            collapsed.setdefault((ds, setting, c["slug"]), []).append(c["seed"])
-        elif found:
-            per_cell.setdefault((ds, setting, c["slug"]), []).append(found[0])
-        if c.get("error"):
-            notes.append(f"{ds}, {setting}, seed {c['seed']}: {c['error']}")
-        for m in c["metrics"]:
-            if m.get("datasets") and c["dataset"] not in m["datasets"]:
-                continue
-            e = entry(ds, setting, m["paper"])
-            e.percent = m.get("percent", True)
-            if found and found[0].get("collapsed"):
-                e.collapsed += 1
-                e.status = e.status or "collapsed"
-            elif found:
-                value = _pick(found[0], m["keys"])
-                if value is None:
-                    # a backdoor defence that could not run left <prefix>_error instead of its metrics
-                    failed = sorted({found[0][k] for k in (key.split("_")[0] + "_error" for key in m["keys"])
-                                     if found[0].get(k)})
-                    e.status = e.status or ("defence failed" if failed else f"no metric {' or '.join(m['keys'])} in the run")
-                    notes += [n for n in (f"{ds}, {setting}, seed {c['seed']}: {why}" for why in failed) if n not in notes]
-                else:
-                    e.values.append(100 * value if e.percent else value)
-                    e.runs.append(found[0]["run"])
-                    e.seeds.append(c["seed"])
-                    if ROBUSTNESS_KEY in m["keys"]:
-                        warned = split_warnings(found[0].get(WARNINGS_KEY))
-                        e.masking += bool(warned)
-                        notes += [n for n in (f"{ds}, {setting}, seed {c['seed']}: {why}" for why in warned)
-                                  if n not in notes]
-                        name = found[0].get(EVAL_ATTACK) or "an attack its spec.yaml does not name"
-                        settings = attacks.setdefault(ds, {}).setdefault(name, [])
-                        if setting not in settings:
-                            settings.append(setting)
-            elif c.get("skipped"):
-                e.status = "skipped"
-            elif c.get("error"):
-                e.status = "error"
-            else:
-                e.status = e.status or "not run"
-    notes += decision_rule_notes(per_cell)
-    for (ds, setting, slug), seeds in collapsed.items():
-        total = len(seeds) + len(per_cell.get((ds, setting, slug), []))
+    entries = filling.entries
+    synthetic = any(c.synthetic for c in manifest.cells) or any(
+        run.record.synthetic for c in manifest.cells for run in runs.get(c.digest, []))
+    return TableReport(manifest.table, manifest.paper_table, manifest.title, manifest.preset, manifest.layout_rows,
+                       entries, _pairs(manifest, filling.per_cell, entries), filling.notes,
+                       sorted({len(e.values) for e in entries.values() if e.values}), filling.attacks,
+                       comparisons(manifest, entries, not_working(filling.per_cell)), [cell_cost(key, ms) for key, ms in filling.timed.items()],
+                       manifest.heatmap, synthetic)
+
+
+def _fill_cell(filling: _Filling, c: ManifestCell, found: Optional[list]) -> None:
+    """One planned cell: its first finished run (if any) counted as converged or collapsed, and
+    each metric it reports filled into its table entry."""
+    key = (c.paper_dataset, c.setting, c.slug)
+    run = found[0] if found else None
+    if run is not None:
+        filling.timed.setdefault(key, []).append(run)
+        if run.record.collapsed:
+            filling.collapsed.setdefault(key, []).append(c.seed)
+        else:
+            filling.per_cell.setdefault(key, []).append(run)
+    if c.error:
+        filling.notes.append(f"{c.paper_dataset}, {c.setting}, seed {c.seed}: {c.error}")
+    for m in c.metrics:
+        if m.reported_for(c.dataset):
+            _fill_entry(filling, c, m, run)
+
+
+def _fill_entry(filling: _Filling, c: ManifestCell, m: ManifestMetric, run: Optional[FinishedRun]) -> None:
+    """Metric ``m`` of cell ``c``: the run's value (in the paper's unit), or why there is none."""
+    ds, setting = c.paper_dataset, c.setting
+    e = filling.entry(ds, setting, m.paper)
+    e.percent = m.percent
+    if c.slug not in e.cells:
+        e.cells.append(c.slug)
+    if run is None:
+        e.status = "skipped" if c.skipped else "error" if c.error else e.status or "not run"
+        return
+    if run.record.collapsed:
+        e.collapsed += 1
+        e.status = e.status or "collapsed"
+        return
+    value = run.record.first_number(m.keys)
+    if value is None:
+        # a backdoor defence that could not run left <prefix>_error instead of its metrics
+        failed = run.record.defense_errors(m.keys)
+        e.status = e.status or ("defence failed" if failed else f"no metric {' or '.join(m.keys)} in the run")
+        for why in failed:
+            filling.note(f"{ds}, {setting}, seed {c.seed}: {why}")
+        return
+    e.values.append(100 * value if e.percent else value)
+    e.runs.append(run.name)
+    e.seeds.append(c.seed)
+    if ROBUSTNESS in m.keys:
+        _note_robustness(filling, c, run, e)
+
+
+def _note_robustness(filling: _Filling, c: ManifestCell, run: FinishedRun, e: Entry) -> None:
+    """An adversarial-robustness value's gradient-masking warnings and the attack it was measured with."""
+    warned = split_warnings(run.record.get(WARNINGS_KEY))
+    e.masking += bool(warned)
+    for why in warned:
+        filling.note(f"{c.paper_dataset}, {c.setting}, seed {c.seed}: {why}")
+    name = run.eval_attack or "an attack its spec.yaml does not name"
+    settings = filling.attacks.setdefault(c.paper_dataset, {}).setdefault(name, [])
+    if c.setting not in settings:
+        settings.append(c.setting)
+
+
+def _collapse_notes(filling: _Filling) -> list[str]:
+    notes = []
+    for (ds, setting, slug), seeds in filling.collapsed.items():
+        total = len(seeds) + len(filling.per_cell.get((ds, setting, slug), []))
         notes.append(f"{ds}, {setting}: training collapsed on {len(seeds)} of {total} seed(s) "
                      f"(seed {', '.join(map(str, sorted(seeds)))}); left out of the means and pairs")
+    return notes
+
+
+def _settle_statuses(entries: dict, skipped: dict, swept: set) -> None:
+    """An entry with values has no status; one without values or status says why."""
     for e in entries.values():
         if not e.values and not e.status:
             e.status = "skipped" if e.dataset in skipped else ("not swept" if e.dataset not in swept else "not run")
         if e.values:
             e.status = ""
-
-    pairs = _pairs(manifest, per_cell, entries)
-    seeds = sorted({len(e.values) for e in entries.values() if e.values})
-    synthetic = any(c.get("synthetic") for c in manifest["cells"]) or any(
-        run.get("synthetic") for c in manifest["cells"] for run in runs.get(c.get("digest"), []))
-    return TableReport(manifest["table"], manifest["paper_table"], manifest.get("title", ""), manifest["preset"],
-                       manifest.get("layout_rows") or [], entries, pairs, notes, seeds, attacks,
-                       comparisons(manifest, entries), [cell_cost(key, ms) for key, ms in timed.items()],
-                       manifest.get("heatmap") or {}, synthetic)
 
 
 STAGE_SECONDS = tuple(k for k in TIMING_KEYS if k.endswith("_seconds"))  # disjoint stages: their sum is the run's
@@ -343,35 +389,37 @@ class CellCost:
     total_seconds: float  # over the seeds
 
 
-def run_seconds(metrics: dict) -> float:
+def run_seconds(record: RunRecord) -> float:
     """A run's wall seconds: the sum of its timed stages."""
-    return sum(_number(metrics.get(k)) or 0.0 for k in STAGE_SECONDS)
+    return sum(record.number(k) or 0.0 for k in STAGE_SECONDS)
 
 
-def cell_cost(key: tuple, runs: list) -> CellCost:
-    seconds = [run_seconds(m) for m in runs]
-    rates = [r for r in (_number(m.get("train_images_per_second")) for m in runs) if r is not None]
+def cell_cost(key: tuple, runs: list[FinishedRun]) -> CellCost:
+    seconds = [run_seconds(r.record) for r in runs]
+    rates = [v for v in (r.record.number(TRAIN_IMAGES_PER_SECOND) for r in runs) if v is not None]
     return CellCost(*key, len(runs), statistics.fmean(seconds),
-                    statistics.fmean(_number(m.get("train_steps")) or 0.0 for m in runs),
+                    statistics.fmean(r.record.number(TRAIN_STEPS) or 0.0 for r in runs),
                     statistics.fmean(rates) if rates else None, sum(seconds))
 
 
-def comparisons(manifest: dict, entries: dict) -> list[Comparison]:
+def comparisons(manifest: Manifest, entries: dict, weak_attacks: frozenset = frozenset()) -> list[Comparison]:
     """The with/without pairs the paper compares, over matching converged seeds: each cell with a
     twin against its twin, metric by metric (adversarial training or not, IBP or not), and each
     pair of metrics the table lists under ``compare`` within a cell (a defence or not). The
     expected direction is the paper's for the dataset, else for the metric a metric of ours is
-    ``like``, else the paper's on the table's other datasets where they agree."""
-    likes = {m["paper"]: m["like"] for c in manifest["cells"] for m in c["metrics"] if m.get("like")}
+    ``like``, else the paper's on the table's other datasets where they agree. A comparison of an
+    attack in ``weak_attacks`` ((dataset, attack) pairs not working at the table's budget) gets no
+    verdict."""
+    likes = {m.paper: m.like for c in manifest.cells for m in c.metrics if m.like}
     pairs = []  # (dataset, metric label, (setting, metric) without, (setting, metric) with)
     seen = set()
-    for c in manifest["cells"]:
-        ds, setting, twin = c["paper_dataset"], c["setting"], c.get("twin")
+    for c in manifest.cells:
+        ds, setting, twin = c.paper_dataset, c.setting, c.twin
         if twin and (ds, setting, twin) not in seen:
             seen.add((ds, setting, twin))
             pairs += [(ds, metric, (twin, metric), (setting, metric)) for (eds, esetting, metric) in entries
                       if eds == ds and esetting == setting and (ds, twin, metric) in entries]
-    for without_metric, with_metric in manifest.get("compare") or []:
+    for without_metric, with_metric in manifest.compare:
         pairs += [(ds, f"{without_metric} → {with_metric}", (setting, without_metric), (setting, with_metric))
                   for (ds, setting, metric) in entries if metric == without_metric and (ds, setting, with_metric) in entries]
     out = []
@@ -379,7 +427,9 @@ def comparisons(manifest: dict, entries: dict) -> list[Comparison]:
         base, e = entries[(ds, *without)], entries[(ds, *with_)]
         seeds, diffs = paired(base.by_seed, e.by_seed)
         paper, source = paper_direction(entries, likes, ds, without, with_)
-        out.append(Comparison(ds, label, without[0], with_[0], *paper, seeds, diffs, source))
+        withheld = NOT_WORKING if (ds, setting_value(with_[0], ATTACK_KEY)) in weak_attacks else ""
+        out.append(Comparison(ds, label, without[0], with_[0], *paper, seeds, diffs, source, withheld,
+                              base.percent and e.percent, tuple(dict.fromkeys(base.cells + e.cells))))
     return out
 
 

@@ -8,10 +8,25 @@ import html
 from typing import Optional
 
 from tradeoff.report.collect import Entry, TableReport
-from tradeoff.report.layout import (COMPARISON_HEADERS, COST_HEADERS, SYNTHETIC_WARNING, caption, collapse_mark,
-                                     comparison_rows,
-                                     cost_line, cost_rows, fmt_number, fmt_spread, fmt_status, grid_layout,
-                                     masking_mark, saliency_line, significance_lines)
+from tradeoff.report.layout import (
+    COMPARISON_HEADERS,
+    COST_HEADERS,
+    LEGEND,
+    SYNTHETIC_WARNING,
+    caption,
+    collapse_mark,
+    comparison_rows,
+    cost_line,
+    cost_rows,
+    fmt_number,
+    fmt_spread,
+    fmt_status,
+    grid_layout,
+    masking_mark,
+    pairs_line,
+    saliency_line,
+    significance_lines,
+)
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #bbb;padding:3px 8px}
@@ -71,7 +86,7 @@ def html_page(tables: list[TableReport], plots: dict, heatmaps: dict | None = No
     heatmaps, curves, saliency = heatmaps or {}, curves or {}, saliency or {}
     body = ["<h1>Reproduction report</h1>",
             "<p>Each table in the paper's layout; every cell shows our value and, in grey parentheses, "
-            "the paper's.</p>"]
+            "the paper's.</p>", f"<p>{html.escape(LEGEND)}</p>"]
     for t in tables:
         synthetic = " [SYNTHETIC DATA]" if t.synthetic else ""
         body.append(f"<h2>{html.escape(t.paper_table)}: {html.escape(t.title)} (preset {html.escape(t.preset)})"
@@ -87,7 +102,7 @@ def html_page(tables: list[TableReport], plots: dict, heatmaps: dict | None = No
         lines.append("</table>")
         body.append("\n".join(lines))
         if t.comparisons:
-            body.append(_simple_table(f"With/without pairs: {t.verdicts}", COMPARISON_HEADERS, comparison_rows(t)))
+            body.append(_simple_table(pairs_line(t), COMPARISON_HEADERS, comparison_rows(t)))
         if t.costs:
             body.append(_simple_table(cost_line(t), COST_HEADERS, cost_rows(t)))
         for figures, alt in ((plots, "trade-off plot"), (heatmaps, "phase diagram")):

@@ -6,12 +6,24 @@ from __future__ import annotations
 import statistics
 from typing import Optional
 
+from tradeoff.core.stats import BOOTSTRAP_FROM, FIRST_SEEDS, MORE_SEEDS, Interval, verdict_counts
 from tradeoff.report.collect import Entry, TableReport
 from tradeoff.report.paper import split_setting
-from tradeoff.stats import BOOTSTRAP_FROM
 
+FIRST_SEEDS_HEADER = f"verdict at seeds 0-{FIRST_SEEDS - 1}"
 COMPARISON_HEADERS = ["dataset", "metric", "without", "with", "paper: without → with", "ours: with − without",
-                      "95% interval", "seeds", "verdict"]
+                      "95% interval", "seeds", "verdict", "p", "verdict after Holm", FIRST_SEEDS_HEADER]
+
+CLIP_MARK = "†"
+LEGEND = (f"{CLIP_MARK} marks an interval's end clipped to the range its quantity can take ([0, 100] for a "
+          "percentage, [-100, +100] for a difference of two percentages); report.csv keeps the computed ends "
+          "(ci_low_raw, ci_high_raw) and names the clipped ones (ci_clipped). In the pairs' tables, p is the "
+          "two-sided p-value of \"no difference\" by the interval's own method (p < 0.05 exactly when the "
+          "interval excludes 0); \"verdict after Holm\" is the verdict once Holm's step-down correction over the "
+          "table's judged pairs holds the family-wise error at 0.05 (a pair it does not reject is inconclusive); "
+          f"\"{FIRST_SEEDS_HEADER}\" is the verdict of a pair's first {FIRST_SEEDS} seeds, shown where it has more "
+          f"(a rule fixed in advance takes every pair inconclusive at {FIRST_SEEDS} seeds to {MORE_SEEDS}: "
+          "`tradeoff more-seeds FOLDER`).")
 
 
 def curve_band(curves: list, metric: str) -> tuple[list, list, list]:
@@ -40,13 +52,22 @@ def masking_mark(e: Entry) -> str:
     return " [masking?]" if e.masking else ""
 
 
+def fmt_interval(ci: Interval, percent: bool = True, signed: bool = False, digits: int = 1) -> str:
+    """``[low, high]``, an end clipped to its range marked with :data:`CLIP_MARK`."""
+    def end(value: float, clipped: bool) -> str:
+        text = f"{value:+.{digits}f}" if signed else fmt_number(value, percent)
+        return text + (CLIP_MARK if clipped else "")
+
+    return f"[{end(ci.low, ci.clipped_low)}, {end(ci.high, ci.clipped_high)}]"
+
+
 def fmt_spread(e: Entry) -> str:
     """Our mean, with `` ± std [low, high]`` (the 95% interval) where there is more than one seed
     (for an entry with values)."""
     ours = fmt_number(e.mean, e.percent)
     ci = e.interval
     if ci is not None:
-        ours += f" ± {fmt_number(ci.std, e.percent)} [{fmt_number(ci.low, e.percent)}, {fmt_number(ci.high, e.percent)}]"
+        ours += f" ± {fmt_number(ci.std, e.percent)} {fmt_interval(ci, e.percent)}"
     return ours
 
 
@@ -177,21 +198,31 @@ def significance_lines(t: TableReport) -> list[str]:
             else:
                 c = cells[(first, col)]
                 lines.append(f"{ds}, {cols_key}={col}: significant from {rows_key}={first} on "
-                             f"({c.mean:+.1f} points, [{c.interval.low:+.1f}, {c.interval.high:+.1f}]).")
+                             f"({c.mean:+.1f} points, {fmt_interval(c.interval, signed=True)}).")
     return lines
 
 
 def comparison_rows(t: TableReport) -> list[list[str]]:
     """One row per with/without pair, in the order of :data:`COMPARISON_HEADERS`."""
     rows = []
-    for c in t.comparisons:
+    for c, after_holm in zip(t.comparisons, verdict_counts(t.comparisons).holm):
         paper = (f"{c.paper_without:.1f} → {c.paper_with:.1f}"
                  if c.paper_without is not None and c.paper_with is not None else "")
         if paper and c.paper_source != c.dataset:
             paper = f"{c.paper_source}: {paper}"
-        ci = c.interval
+        ci, p = c.interval, c.p_value
         rows.append([c.dataset, c.metric, c.without, c.with_, paper,
                      "" if c.mean is None else f"{c.mean:+.1f}",
-                     "" if ci is None else f"[{ci.low:+.1f}, {ci.high:+.1f}] ({ci.method})",
-                     str(len(c.seeds)), c.verdict])
+                     "" if ci is None else f"{fmt_interval(ci, signed=True)} ({ci.method})",
+                     str(len(c.seeds)), c.verdict, "" if p is None else fmt_p(p), after_holm,
+                     c.first_seeds().verdict if c.extended else ""])
     return rows
+
+
+def fmt_p(p: float) -> str:
+    return f"{p:.2g}" if p >= 0.001 else "< 0.001"
+
+
+def pairs_line(t: TableReport) -> str:
+    """The counts of the table's pairs by verdict, plain and after the Holm correction."""
+    return f"With/without pairs: {t.verdicts}; {t.holm_line}"

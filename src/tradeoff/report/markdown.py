@@ -3,10 +3,22 @@ plot link and notes."""
 
 from __future__ import annotations
 
+from tradeoff.core.tables import markdown_table
 from tradeoff.report.collect import TableReport
-from tradeoff.report.layout import (COMPARISON_HEADERS, COST_HEADERS, SYNTHETIC_WARNING, caption, comparison_rows,
-                                     cost_line, cost_rows, fmt_entry, grid_layout, saliency_line, significance_lines)
-from tradeoff.tables import markdown_table
+from tradeoff.report.layout import (
+    COMPARISON_HEADERS,
+    COST_HEADERS,
+    LEGEND,
+    SYNTHETIC_WARNING,
+    caption,
+    comparison_rows,
+    cost_line,
+    cost_rows,
+    fmt_entry,
+    grid_layout,
+    saliency_line,
+    significance_lines,
+)
 
 
 def markdown_text(tables: list[TableReport], plots: dict, heatmaps: dict | None = None,
@@ -18,7 +30,7 @@ def markdown_text(tables: list[TableReport], plots: dict, heatmaps: dict | None 
            "Each table in the paper's layout; every cell shows our value and, in parentheses, the paper's. "
            "Each with/without pair the paper compares (adversarial training or not, IBP or not, a defence or "
            "not) is a paired difference over matching seeds with its 95% interval and a verdict: reproduced "
-           "(the paper's direction, interval excluding 0), opposite, or inconclusive.", ""]
+           "(the paper's direction, interval excluding 0), opposite, or inconclusive.", "", LEGEND, ""]
     for t in tables:
         synthetic = " [SYNTHETIC DATA]" if t.synthetic else ""
         out += [f"## {t.paper_table}: {t.title} (preset {t.preset}){synthetic}", ""]
@@ -30,7 +42,7 @@ def markdown_text(tables: list[TableReport], plots: dict, heatmaps: dict | None 
         body = [list(r) + [fmt_entry(cells[(r, c)]) if (r, c) in cells else "" for c in cols] for r in rows]
         out += [markdown_table(body, headers), ""]
         if t.comparisons:
-            out += [f"With/without pairs: **{t.verdicts}**.", "",
+            out += [f"With/without pairs: **{t.verdicts}**; {t.holm_line}.", "",
                     markdown_table(comparison_rows(t), COMPARISON_HEADERS), ""]
         if t.key in plots:
             out += [f"![trade-off plot]({plots[t.key].name})", ""]

@@ -10,10 +10,13 @@ from typing import Optional
 
 from safetensors.torch import load_file
 
+from tradeoff.core.stats import PERCENT_RANGE
+from tradeoff.evaluation.saliency import FILE_NAME as SALIENCY_FILE
+from tradeoff.records import folders
+from tradeoff.records.record import ACCURACY, BACKDOOR_SUCCESS, ROBUSTNESS
 from tradeoff.report.collect import TableReport
-from tradeoff.report.layout import curve_band, heatmap_grid
+from tradeoff.report.layout import CLIP_MARK, curve_band, fmt_interval, heatmap_grid
 from tradeoff.report.paper import split_setting
-from tradeoff.saliency import FILE_NAME as SALIENCY_FILE
 
 
 def plot_tradeoff(t: TableReport, path: Path) -> Optional[Path]:
@@ -57,14 +60,14 @@ def plot_tradeoff(t: TableReport, path: Path) -> Optional[Path]:
     return _save(fig, path, f"{t.paper_table}: standard → adversarially trained (preset {t.preset})", t.synthetic)
 
 
-CURVE_PANELS = {"accuracy": "clean accuracy (%)", "adversarial_robustness": "adversarial robustness (%)",
-                "backdoor_success_rate": "backdoor success rate (%)"}
+CURVE_PANELS = {ACCURACY: "clean accuracy (%)", ROBUSTNESS: "adversarial robustness (%)",
+                BACKDOOR_SUCCESS: "backdoor success rate (%)"}
 
 
 def plot_curves(t: TableReport, stem: Path) -> list[tuple]:
     """One learning-curve figure per with/without pair whose runs have curves: clean accuracy,
     adversarial robustness and backdoor success rate against the optimiser step, the standard run
-    and its adversarially trained twin, the mean over seeds with a band of ± one sample std.
+    and its adversarially trained twin, the mean over seeds with a band of ± one sample std (kept in [0, 100]).
     Written to ``<stem>-<n>.png``; the (pair, path) of each."""
     drawable = [p for p in t.pairs if p.curves]
     if not drawable:
@@ -85,8 +88,9 @@ def plot_curves(t: TableReport, stem: Path) -> list[tuple]:
                 steps, means, stds = curve_band(curves, metric)
                 line, = ax.plot(steps, means, marker=".", label=f"{setting} ({len(curves)} seed(s))")
                 if len(curves) > 1:
-                    ax.fill_between(steps, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
-                                    color=line.get_color(), alpha=0.2)
+                    low, high = PERCENT_RANGE  # a band of percentages stays in range too
+                    ax.fill_between(steps, [max(m - s, low) for m, s in zip(means, stds)],
+                                    [min(m + s, high) for m, s in zip(means, stds)], color=line.get_color(), alpha=0.2)
             ax.set_xlabel("optimiser step")
             ax.set_ylabel(label)
             ax.set_ylim(-3, 103)
@@ -99,7 +103,8 @@ def plot_curves(t: TableReport, stem: Path) -> list[tuple]:
 
 def plot_heatmap(t: TableReport, path: Path) -> Optional[Path]:
     """The table's heatmap: the paired difference (with minus without, mean over seeds) of its
-    metric, one panel per dataset, each square annotated with the mean and its 95% interval."""
+    metric, one panel per dataset, each square annotated with the mean and its 95% interval (an end
+    clipped to [-100, +100] marked with :data:`CLIP_MARK`, said in the colour bar's label)."""
     grid = heatmap_grid(t)
     if not any(c.differences for _, _, cells in grid.values() for c in cells.values()):
         return None
@@ -120,14 +125,16 @@ def plot_heatmap(t: TableReport, path: Path) -> Optional[Path]:
         for (r, c), comp in cells.items():
             ci = comp.interval
             text = "" if comp.mean is None else f"{comp.mean:+.0f}"
-            text += f"\n[{ci.low:+.0f}, {ci.high:+.0f}]" if ci is not None else ("\n1 seed" if comp.mean is not None else "")
+            text += f"\n{fmt_interval(ci, signed=True, digits=0)}" if ci is not None else (
+                "\n1 seed" if comp.mean is not None else "")
             ax.text(cols.index(c), rows.index(r), text, ha="center", va="center", fontsize=7)
         ax.set_xticks(range(len(cols)), cols)
         ax.set_yticks(range(len(rows)), rows)
         ax.set_xlabel(t.heatmap["columns"])
         ax.set_ylabel(t.heatmap["rows"])
         ax.set_title(ds)
-        fig.colorbar(image, ax=ax, label=f"{t.heatmap['metric']}: with − without (points)")
+        fig.colorbar(image, ax=ax, label=f"{t.heatmap['metric']}: with − without (points; "
+                                          f"{CLIP_MARK}: interval end clipped to ±100)")
     return _save(fig, path, f"{t.paper_table} (preset {t.preset})", t.synthetic)
 
 
@@ -140,7 +147,7 @@ def _save(fig, path: Path, title: str, synthetic: bool = False) -> Path:
         fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    folders.write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
     return path
 
@@ -189,6 +196,6 @@ def plot_saliency(t: TableReport, folder: Path, path: Path) -> Optional[Path]:
     fig.suptitle(f"{t.paper_table}: input gradients on triggered images (preset {t.preset})", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    folders.write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
     return path

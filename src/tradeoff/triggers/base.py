@@ -16,9 +16,9 @@ from typing import Literal
 
 import torch
 
-from tradeoff.errors import TradeoffError
-from tradeoff.registry import Registry
-from tradeoff.spec import option
+from tradeoff.core.errors import TradeoffError
+from tradeoff.core.registry import Registry
+from tradeoff.core.spec import option
 
 CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
 Corner = Literal["top-left", "top-right", "bottom-left", "bottom-right"]
@@ -68,6 +68,10 @@ class Trigger:
         stamp = self.stamp_for(tuple(x.shape[1:]), x.device)
         return apply_stamp(x, stamp, corners.to(x.device))
 
+    def saved_tensors(self) -> dict:
+        """What a run folder keeps of the trigger to rebuild it (an optimised one's pattern)."""
+        return {}
+
     def eval_corner(self) -> str:
         """Where the test-time trigger goes."""
         return "bottom-right"
@@ -101,6 +105,21 @@ class PatchTrigger(Trigger):
 
     def patch(self, shape: tuple, corner: str) -> tuple[slice, slice]:
         return patch_box(shape, self.options.size, self.options.offset, corner)
+
+
+def trigger_linf(trigger: Trigger, corner: str | None = None) -> float:
+    """The trigger's L-inf size at ``corner`` (unset: the evaluation corner) for images of its
+    reference shape: the largest |x' - x| over every pixel and every value x in [0, 1]. Per
+    pixel x' - x = clip(g(x), 0, 1) - x with g linear, so the largest lies at x = 0, x = 1 or a
+    kink of the clip (g(x) = 0 or 1): exact from those four candidates."""
+    stamp = trigger.stamp_for(trigger.reference_shape, torch.device("cpu"))
+    index = CORNERS.index(corner or trigger.eval_corner())
+    m, f, a = (t[index].double() for t in (stamp.mask, stamp.fill, stamp.add))
+    slope, offset = 1 - m, m * f + a  # g(x) = slope * x + offset
+    safe = torch.where(slope > 0, slope, torch.ones_like(slope))
+    kinks = [torch.where(slope > 0, ((level - offset) / safe).clamp(0, 1), torch.zeros_like(m)) for level in (0, 1)]
+    candidates = torch.stack([torch.zeros_like(m), torch.ones_like(m), *kinks])
+    return float(((slope * candidates + offset).clamp(0, 1) - candidates).abs().max())
 
 
 TRIGGERS: Registry[type] = Registry("trigger")

@@ -20,7 +20,7 @@ from typing import Optional
 
 import torch
 
-from tradeoff.spec import option
+from tradeoff.core.spec import option
 from tradeoff.triggers.base import CORNERS, TRIGGERS, Trigger
 from tradeoff.triggers.watermark import fit_pattern, named_or_file_pattern
 

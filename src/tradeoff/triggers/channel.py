@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from tradeoff.errors import TradeoffError
-from tradeoff.spec import option
+from tradeoff.core.errors import TradeoffError
+from tradeoff.core.spec import option
 from tradeoff.triggers.base import TRIGGERS, PatchTrigger, PlacementOptions
 
 

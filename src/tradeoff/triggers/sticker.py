@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from tradeoff.registry import Registry
-from tradeoff.spec import option
+from tradeoff.core.registry import Registry
+from tradeoff.core.spec import option
 from tradeoff.triggers.base import TRIGGERS, PatchTrigger, PlacementOptions
 
 STICKER_PATTERNS: Registry = Registry("sticker pattern", listed=False)

@@ -14,6 +14,7 @@ Where P comes from: a user's file (``pattern_file``), else a generated pattern b
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -21,10 +22,11 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
-from tradeoff.errors import TradeoffError
-from tradeoff.registry import Registry
-from tradeoff.spec import option
+from tradeoff.core.errors import TradeoffError
+from tradeoff.core.registry import Registry
+from tradeoff.core.spec import option
 from tradeoff.triggers.base import TRIGGERS, Trigger
 
 WATERMARK_PATTERNS: Registry = Registry("watermark pattern", listed=False)
@@ -98,29 +100,61 @@ def named_or_file_pattern(options, shape: tuple) -> torch.Tensor:
     return make(tuple(shape), options.pattern_seed)
 
 
-def load_pattern_file(path: Path, shape: tuple) -> torch.Tensor:
-    """A user pattern: ``.npy`` (H x W or C x H x W or H x W x C) or an image file, scaled to [0, 1]."""
-    if not path.is_file():
-        raise TradeoffError(f"trigger.pattern_file {str(path)!r} does not exist.")
-    try:
-        if path.suffix == ".npy":
-            arr = np.load(path, allow_pickle=False).astype(np.float32)
-        else:
-            from PIL import Image
+MAX_PATTERN_SIDE = 4096  # a trigger pattern is resized to the images (at most a few hundred pixels a side)
+MAX_PATTERN_BYTES = 256 << 20
 
-            arr = np.asarray(Image.open(path).convert("RGB" if shape[0] == 3 else "L"), dtype=np.float32)
-    except Exception as e:  # noqa: BLE001  any unreadable file is the user's input problem
-        raise TradeoffError(f"trigger.pattern_file {str(path)!r} cannot be read ({e}).") from None
+
+def load_pattern_file(path: Path, shape: tuple) -> torch.Tensor:
+    """A user pattern: ``.npy`` (H x W or C x H x W or H x W x C numbers, in [0, 1] or [0, 255]) or
+    an image file, scaled to [0, 1]; anything else is one sentence, before any training."""
+    where = f"trigger.pattern_file {str(path)!r}"
+    if not path.is_file():
+        raise TradeoffError(f"{where} does not exist.")
+    if path.stat().st_size > MAX_PATTERN_BYTES:
+        raise TradeoffError(f"{where} is larger than {MAX_PATTERN_BYTES >> 20} MiB; a pattern is one small image.")
+    arr = _read_npy(path, where) if path.suffix == ".npy" else _read_picture(path, where, shape[0] == 3)
+    if arr.ndim not in (2, 3) or min(arr.shape) < 1 or max(arr.shape) > MAX_PATTERN_SIDE:
+        raise TradeoffError(f"{where} must be an image (H x W, C x H x W or H x W x C, at most {MAX_PATTERN_SIDE} "
+                            f"a side), not an array of shape {tuple(arr.shape)}.")
+    if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 255:
+        raise TradeoffError(f"{where} must hold finite values in [0, 1] or [0, 255].")
     if arr.max() > 1:
         arr = arr / 255.0
-    t = torch.from_numpy(arr)
+    t = torch.from_numpy(np.ascontiguousarray(arr))
     if t.ndim == 2:
         t = t[None]
-    elif t.ndim == 3 and t.shape[-1] in (1, 3) and t.shape[0] not in (1, 3):
+    elif t.shape[-1] in (1, 3) and t.shape[0] not in (1, 3):
         t = t.permute(2, 0, 1)
-    if t.ndim != 3:
-        raise TradeoffError(f"trigger.pattern_file {str(path)!r} must be an image, not an array of shape {tuple(arr.shape)}.")
+    if t.shape[0] not in (1, 3):
+        raise TradeoffError(f"{where} must have 1 or 3 channels, not an array of shape {tuple(arr.shape)}.")
     return fit_pattern(t, shape).clamp(0, 1)
+
+
+def _read_npy(path: Path, where: str) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arr = np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001  any unreadable file is the user's input problem
+        raise TradeoffError(f"{where} cannot be read as a .npy array ({e.__class__.__name__}).") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
+        raise TradeoffError(f"{where} must hold numbers, not {getattr(arr, 'dtype', type(arr).__name__)}.")
+    return arr.astype(np.float32)
+
+
+def _read_picture(path: Path, where: str, colour: bool) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                if max(img.size) > MAX_PATTERN_SIDE:
+                    raise TradeoffError(f"{where} is {img.size[0]} x {img.size[1]} pixels, more than "
+                                        f"{MAX_PATTERN_SIDE} a side; a pattern is one small image.")
+                return np.asarray(img.convert("RGB" if colour else "L"), dtype=np.float32)
+    except TradeoffError:
+        raise
+    except Exception as e:  # noqa: BLE001  any unreadable file is the user's input problem
+        raise TradeoffError(f"{where} cannot be read as an image ({e.__class__.__name__}).") from None
 
 
 def fit_pattern(pattern: torch.Tensor, shape: tuple) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""One run: the experiment's pipeline, a backdoor defence on a finished folder, the transfer check."""
