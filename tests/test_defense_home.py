@@ -22,7 +22,7 @@ from tradeoff.attacks.pgd import perturb
 from tradeoff.backdoor_defenses import BACKDOOR_DEFENSES, try_backdoor_defense
 from tradeoff.backdoor_defenses.defender import describe_holdout, holdout_images
 from tradeoff.backdoor_defenses.finetune import FineTuneOptions, Tuning, fine_tune
-from tradeoff.backdoor_defenses.measure import before_after_metrics, measure
+from tradeoff.backdoor_defenses.measure import before_after_metrics
 from tradeoff.cli import main
 from tradeoff.config.build import load_spec
 from tradeoff.config.resolve import resolve, resolve_attack
@@ -53,7 +53,7 @@ def head_tune(run, options, log, show_progress) -> dict:
     tuned = fine_tune(run.model, clean, adversarial_loss, Tuning.of(options), run.spec.seed, show_progress,
                       parameters=lambda model: model.classifier.parameters())
     run.add_artifact("head_tune_model.safetensors", tuned.state_dict())
-    before, after = measure(run.model, run.data.test, run), measure(tuned, run.data.test, run)
+    before, after = run.evaluation.measure(run.model), run.evaluation.measure(tuned)
     return {"head_tune_clean_data": describe_holdout(clean), **before_after_metrics("head_tune", before, after)}
 
 
@@ -148,7 +148,7 @@ def test_entries_are_parsed_once_and_write_back_as_written():
     spec reads back equal."""
     written = [{"name": "spectral", "variant": "textbook", "retrain": False, "prefix": "spectral_textbook"},
                {"name": "neural-cleanse", "labels": "target"}]
-    spec = load_spec(None, {"backdoor_defenses": written})
+    spec = load_spec(None, {"data": {"holdout_per_class": 5}, "backdoor_defenses": written})
     first, second = spec.backdoor_defenses
     assert first.options.variant == "textbook" and first.metric_prefix == "spectral_textbook"
     assert second.metric_prefix == "cleanse" and second.prefix is None
@@ -160,7 +160,7 @@ def test_entries_are_parsed_once_and_write_back_as_written():
     assert built.to_dict() == {"name": "neural-cleanse", "labels": "target", "epochs": 3}
 
 
-SHARED = {"base", "common", "defender", "finetune", "measure", "retrain"}  # what a defence may import
+SHARED = {"base", "common", "defender", "finetune", "measure", "retrain", "sealed"}  # what a defence may import
 
 
 def _modules(package: str):

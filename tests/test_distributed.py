@@ -157,7 +157,8 @@ def test_under_torchrun_backdoor_defenses_run_once_on_rank_0(tmp_path):
     and the one run folder holds their metrics and outputs."""
     raw = {**SPECS["standard"], "name": "t", "train": {"epochs": 1, "batch_size": 100},
            "backdoor_defenses": [{"name": "spectral", "retrain": True},
-                                 {"name": "neural-cleanse", "epochs": 1, "unlearn": "target", "unlearn_epochs": 1}]}
+                                 {"name": "neural-cleanse", "epochs": 1, "unlearn": "target", "unlearn_epochs": 1,
+                                  "clean_data": "test-split"}]}
     spec = tmp_path / "t.yaml"
     spec.write_text(yaml.safe_dump(raw))
     launcher = tmp_path / "count.py"

@@ -41,6 +41,7 @@ from tradeoff.records.handoff import TrainedRun
 
 @dataclass
 class AnpOptions:
+    needs_holdout: ClassVar[bool] = True  # trains or calibrates on data.holdout_per_class only
     metric_prefix: ClassVar[str] = "anp"
     eps: float = option(0.4, doc="bound of the multiplicative perturbation of each neuron's scale and bias", min=0)
     perturb_steps: int = option(1, doc="ascent steps of the perturbation per iteration", min=0)

@@ -7,6 +7,8 @@ import re
 from collections.abc import Mapping
 from typing import Callable
 
+from tradeoff.backdoor_defenses.defender import check_holdout
+from tradeoff.backdoor_defenses.sealed import sealed
 from tradeoff.core.errors import TradeoffError
 from tradeoff.core.options import build
 from tradeoff.core.preemption import Preempted
@@ -49,26 +51,31 @@ def as_entry(entry: BackdoorDefenseSpec | Mapping) -> BackdoorDefenseSpec:
 
 
 def check_entry(entry: BackdoorDefenseSpec, spec) -> None:
-    """An entry against the rest of its run's spec, through its options' ``check_spec(spec,
+    """An entry against the rest of its run's spec: a defence whose options say ``needs_holdout``
+    against a spec that keeps no defender images, and through its options' ``check_spec(spec,
     where)`` where the defence has one (Neural Cleanse's target label under an all-to-all
     backdoor): a pairing it cannot run is one sentence, when the spec is built and again before
     the defence runs."""
+    where = f"backdoor_defenses.{entry.name}"
+    if getattr(entry.options, "needs_holdout", False):
+        check_holdout(spec, where)
     check = getattr(entry.options, "check_spec", None)
     if check is not None:
-        check(spec, f"backdoor_defenses.{entry.name}")
+        check(spec, where)
 
 
 def run_backdoor_defense(entry: BackdoorDefenseSpec | Mapping, run: TrainedRun, log=print,
                          show_progress: bool = False) -> dict:
     """Run one ``backdoor_defenses`` entry on a trained run; returns metrics prefixed with the
     defence's short name, or with the entry's ``prefix`` (so that one run can apply a defence
-    twice, e.g. with the paper's and the textbook decision rule; its files are renamed alike)."""
+    twice, e.g. with the paper's and the textbook decision rule; its files are renamed alike). The
+    defence gets the run with its test set sealed (:mod:`~tradeoff.backdoor_defenses.sealed`)."""
     entry = as_entry(entry)
     check_entry(entry, run.spec)
     earlier = dict(run.artifacts)  # set aside: this defence's files may share names with an earlier entry's
     run.artifacts.clear()
     try:
-        metrics = BACKDOOR_DEFENSES.get(entry.name)(run, entry.options, log, show_progress)
+        metrics = BACKDOOR_DEFENSES.get(entry.name)(sealed(run), entry.options, log, show_progress)
         own, prefix = entry.own_prefix, entry.metric_prefix
         written = {name.replace(own, prefix, 1): tensors for name, tensors in run.artifacts.items()}
     finally:

@@ -21,9 +21,10 @@ mode) under its true label.
 Clean data: with ``data.holdout_per_class: N`` (the original's protocol: the last 1,000 training
 images of each CIFAR-10 class are never trained on), the defender reverse-engineers and unlearns
 on those held-out images and the whole test set measures accuracy and backdoor success before and
-after (``cleanse_*_before`` / ``_after``). Without it, the test set is split once by a seeded
-permutation (seed = spec seed + 2): the first ``holdout_fraction`` is the defender's, the rest
-measures. ``cleanse_der`` is the defence effectiveness rating of unlearning on those measurements;
+after (``cleanse_*_before`` / ``_after``). Without it the defence refuses in one sentence, unless
+the original's fallback is named explicitly (``clean_data: test-split``): the test set is split once
+by a seeded permutation (seed = spec seed + 2), the first ``holdout_fraction`` is the defender's, the
+rest measures. ``cleanse_der`` is the defence effectiveness rating of unlearning on those measurements;
 with ``labels: all`` the flagged labels are also judged against the ground truth (the target is the
 one backdoored label), see :func:`label_detection_metrics`. Both in-memory and streamed
 (ImageFolder) data are read batch by batch.
@@ -49,9 +50,9 @@ import torch.nn.functional as F
 
 from tradeoff.backdoor_defenses.base import BACKDOOR_DEFENSES
 from tradeoff.backdoor_defenses.common import detection_metrics
-from tradeoff.backdoor_defenses.defender import describe_holdout, holdout_images
+from tradeoff.backdoor_defenses.defender import check_holdout, describe_holdout, holdout_images
 from tradeoff.backdoor_defenses.finetune import Tuning, fine_tune
-from tradeoff.backdoor_defenses.measure import before_after_metrics, measure
+from tradeoff.backdoor_defenses.measure import before_after_metrics
 from tradeoff.core.errors import TradeoffError
 from tradeoff.core.progress import progress_bar
 from tradeoff.core.registry import SyntheticCut
@@ -77,8 +78,11 @@ class CleanseOptions:
     cost_down: float = option(2 ** 1.5, doc="lambda divisor after failure", above=0)
     success_threshold: float = option(0.99, doc="attack success that counts as reversed", above=0, max=1)
     labels_per_pass: int = option(10, doc="labels optimised together in one batched computation", min=1)
-    holdout_fraction: float = option(0.5, doc="without data.holdout_per_class: the share of the test set "
-                                               "that is the defender's clean data", above=0, below=1)
+    clean_data: Literal["holdout", "test-split"] = option(
+        "holdout", doc="the defender's clean images: the training holdout (data.holdout_per_class), or, "
+        "named explicitly, a seeded share of the test set (measuring on the rest)")
+    holdout_fraction: float = option(0.5, doc="with clean_data test-split: the share of the test set that is "
+                                               "the defender's clean data", above=0, below=1)
     reverse_images: Optional[int] = option(None, doc="defender images used to reverse (default all)", min=1)
     anomaly_threshold: float = option(2.0, doc="flag labels whose anomaly index exceeds this")
     unlearn: Literal["auto", "flagged", "target", "none"] = option(
@@ -89,7 +93,10 @@ class CleanseOptions:
     unlearn_batch_size: int = option(100, doc="unlearning batch", min=1)
 
     def check_spec(self, spec, where: str) -> None:
-        """An all-to-all backdoor has no one target class to reverse or unlearn."""
+        """Defender images: the holdout unless the test split is named. An all-to-all backdoor has
+        no one target class to reverse or unlearn."""
+        if self.clean_data == "holdout":
+            check_holdout(spec, where, or_else="or name the test set's split explicitly with clean_data: test-split")
         if is_all_to_all(spec.poison):
             for name in ("labels", "unlearn"):
                 if getattr(self, name) == "target":
@@ -264,25 +271,16 @@ def unlearn(model, images, masks: torch.Tensor, patterns: torch.Tensor, opts: Cl
     return fine_tune(model, images, stamped_loss, tuning, seed, show_progress, desc="unlearn")
 
 
-def split_test_set(test_set, fraction: float, seed: int):
-    """(defender's clean data, measurement data): a seeded split of the test set (in memory or
-    streamed), for runs without a training holdout."""
-    perm = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(seed + 2))
-    cut = int(round(fraction * len(test_set)))
-    if cut < 1 or cut >= len(test_set):
-        raise TradeoffError(f"holdout_fraction {fraction} leaves no images on one side of a {len(test_set)}-image test set.")
-    return test_set.take(perm[:cut].sort().values), test_set.take(perm[cut:].sort().values)
-
-
 def clean_data(run: TrainedRun, opts: CleanseOptions) -> tuple[object, object, str]:
-    """(defender's clean images, images that measure before and after, a description). With
-    ``data.holdout_per_class`` (the original's protocol) the defender has the clean training images
-    kept out of training and the whole test set measures; otherwise the test set is split."""
-    if run.data.holdout is not None:
-        holdout = holdout_images(run, "neural-cleanse")
-        return holdout, run.data.test, describe_holdout(holdout)
-    defender, measure = split_test_set(run.data.test, opts.holdout_fraction, run.spec.seed)
-    return defender, measure, f"{len(defender)} test images (holdout_fraction {opts.holdout_fraction})"
+    """(defender's clean images, the evaluation that measures before and after, a description).
+    The clean training images kept out of training by ``data.holdout_per_class`` (the original's
+    protocol), measured on the whole test set; or, named explicitly with ``clean_data: test-split``
+    (the original's fallback), a seeded ``holdout_fraction`` of the test set, measured on the rest."""
+    if opts.clean_data == "test-split":
+        defender, evaluation = run.evaluation.split(opts.holdout_fraction, run.spec.seed)
+        return defender, evaluation, f"{len(defender)} test images (clean_data test-split, holdout_fraction {opts.holdout_fraction})"
+    holdout = holdout_images(run, "neural-cleanse", or_else="or name the test set's split explicitly with clean_data: test-split")
+    return holdout, run.evaluation, describe_holdout(holdout)
 
 
 def label_detection_metrics(labels: list[int], flagged: list[int], scores: torch.Tensor,
@@ -312,17 +310,17 @@ def cleanse_defense(run: TrainedRun, opts: CleanseOptions, log, show_progress) -
     """Neural Cleanse (Wang et al. 2019): reverse-engineer triggers, flag outliers, unlearn."""
     spec, model, target = run.spec, run.model, run.data.backdoor_target
     num_classes = run.data.num_classes
-    defender, measure_set, source = clean_data(run, opts)
+    defender, evaluation, source = clean_data(run, opts)
     reverse_set = defender
     if opts.reverse_images is not None and opts.reverse_images < len(defender):
         g = torch.Generator().manual_seed(spec.seed + 3)
         reverse_set = defender.take(torch.randperm(len(defender), generator=g)[:opts.reverse_images].sort().values)
     labels = list(range(num_classes)) if opts.labels == "all" else [target.label]  # all-to-one (check_spec)
     log(f"neural cleanse: clean data {source}; reversing {len(labels)} label(s) on {len(reverse_set)} of them, "
-        f"unlearning on {len(defender)}, measuring on {len(measure_set)} test images")
+        f"unlearning on {len(defender)}, measuring on {len(evaluation)} test images")
     rev = reverse_engineer(model, reverse_set, labels, opts, spec.seed, show_progress)
     metrics: dict = {"cleanse_labels": opts.labels, "cleanse_clean_data": source,
-                     "cleanse_measured_images": len(measure_set)}
+                     "cleanse_measured_images": len(evaluation)}
     # the one target label's numbers; an all-to-all backdoor has none (see the module's docstring)
     position = None if target.single_label is None else labels.index(target.single_label)
     metrics["cleanse_target_mask_l1"] = value_at(rev.l1, position)
@@ -350,12 +348,12 @@ def cleanse_defense(run: TrainedRun, opts: CleanseOptions, log, show_progress) -
                                                       "patterns": rev.patterns, "l1": rev.l1})
     mode = opts.unlearn if opts.unlearn != "auto" else ("flagged" if opts.labels == "all" else "target")
     chosen = {"flagged": flagged, "target": [target.label], "none": []}[mode]
-    before = measure(model, measure_set, run)
+    before = evaluation.measure(model)
     metrics["cleanse_unlearned_labels"] = " ".join(map(str, chosen))
     if chosen and opts.unlearn_epochs > 0:
         pick = torch.tensor([labels.index(t) for t in chosen])
         cleaned = unlearn(model, defender, rev.masks[pick], rev.patterns[pick], opts, spec.seed + 3, show_progress)
-        after = measure(cleaned, measure_set, run)
+        after = evaluation.measure(cleaned)
         run.add_artifact("cleanse_model.safetensors", cleaned.state_dict())
     else:
         log("neural cleanse: no label to unlearn; the model is unchanged")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional
+from typing import Callable, ClassVar, Iterable, Optional
 
 import torch
 from torch import nn
@@ -29,6 +29,7 @@ OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimize
 
 @dataclass
 class FineTuneOptions:
+    needs_holdout: ClassVar[bool] = True  # trains or calibrates on data.holdout_per_class only
     """The fine-tuning budget a purification defence inherits into its options (flat in YAML)."""
 
     tune_epochs: int = option(10, doc="fine-tuning epochs over the defender's clean images", min=0)

@@ -48,6 +48,7 @@ PerturbationLoss = Callable[[torch.Tensor], torch.Tensor]  # delta -> a scalar l
 
 @dataclass
 class IBAUOptions:
+    needs_holdout: ClassVar[bool] = True  # trains or calibrates on data.holdout_per_class only
     metric_prefix: ClassVar[str] = "ibau"
     rounds: int = option(5, doc="unlearning rounds (a universal perturbation, then one pass of unlearning)", min=1)
     fixed_point_steps: int = option(5, doc="K, fixed-point steps of the implicit hypergradient", min=1)

@@ -1,26 +1,16 @@
-"""Measuring a model before and after a defence: the pipeline's :func:`~tradeoff.evaluation.metrics.evaluate`
-on the images a defence measures on, clean (accuracy, backdoor success and robust accuracy on
-triggered inputs) or with the run's evaluation attack too, and the defence effectiveness rating;
-:func:`purification_metrics`, what every purification defence reports about its purified model."""
+"""Measuring a model before and after a defence: the pipeline's evaluation on the test set
+(``run.evaluation``, :mod:`~tradeoff.backdoor_defenses.sealed`), clean (accuracy, backdoor success
+and robust accuracy on triggered inputs) or with the run's evaluation attack too, and the defence
+effectiveness rating; :func:`purification_metrics`, what every purification defence reports about
+its purified model."""
 
 from __future__ import annotations
 
-import dataclasses
-
-from tradeoff.evaluation.metrics import defense_effectiveness_rating, evaluate
+from tradeoff.evaluation.metrics import defense_effectiveness_rating
 from tradeoff.records.handoff import TrainedRun
 
 BEFORE_AFTER = ("backdoor_success_rate", "accuracy", "backdoor_robust_accuracy")
 PURIFICATION_BEFORE_AFTER = BEFORE_AFTER + ("adversarial_robustness",)
-
-
-def measure(model, images, run: TrainedRun, adversarial: bool = False, show_progress: bool = False) -> dict:
-    """``evaluate`` of ``model`` on ``images`` with the run's trigger, target and evaluation spec;
-    without ``adversarial``, no adversarial or certified evaluation."""
-    spec = run.spec.eval if adversarial else dataclasses.replace(run.spec.eval, adversarial=False,
-                                                                  certified_eps=None)
-    return evaluate(model, images, run.data.trigger, run.data.backdoor_target, spec, run.device,
-                    show_progress=show_progress)
 
 
 def before_after_metrics(prefix: str, before: dict, after: dict, names: tuple = BEFORE_AFTER) -> dict:
@@ -45,12 +35,13 @@ def purification_metrics(prefix: str, run: TrainedRun, purified, seconds: float,
     its cost in seconds (``seconds``: the purification alone, measurements excluded). Before is
     the run's own model; its adversarial robustness is the pipeline's (``run.metrics``) where the
     run has it, else measured here."""
-    before = measure(run.model, run.data.test, run, show_progress=show_progress)
+    evaluation = run.evaluation
+    before = evaluation.measure(run.model, show_progress=show_progress)
     before["adversarial_robustness"] = run.metrics.get("adversarial_robustness")
     adversarial = run.spec.eval.adversarial
     if adversarial and before["adversarial_robustness"] is None:
-        before = measure(run.model, run.data.test, run, adversarial=True, show_progress=show_progress)
-    after = measure(purified, run.data.test, run, adversarial=adversarial, show_progress=show_progress)
+        before = evaluation.measure(run.model, adversarial=True, show_progress=show_progress)
+    after = evaluation.measure(purified, adversarial=adversarial, show_progress=show_progress)
     out = before_after_metrics(prefix, before, after, PURIFICATION_BEFORE_AFTER)
     out[f"{prefix}_accuracy_lost"] = before["accuracy"] - after["accuracy"]
     robust = (before["adversarial_robustness"], after["adversarial_robustness"])

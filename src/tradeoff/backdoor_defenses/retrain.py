@@ -4,13 +4,10 @@ loop and evaluation, so the retrained model differs from the original only by it
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 
 from tradeoff.adversarial_defenses import make_objective
 from tradeoff.core.device import seed_everything
-from tradeoff.evaluation.metrics import evaluate
 from tradeoff.models import model_for
 from tradeoff.records.handoff import TrainedRun
 from tradeoff.training.loop import train_model
@@ -28,6 +25,4 @@ def retrain_without(run: TrainedRun, removed: torch.Tensor, log, show_progress: 
     result = train_model(model, batches, make_objective(spec), spec.train, device,
                          lambda m: log(f"retrain: {m}"), show_progress)
     log(f"retrain: {result.steps} steps in {result.seconds:.1f} s on {len(kept)} images")
-    clean_only = dataclasses.replace(spec.eval, adversarial=False, certified_eps=None)
-    return evaluate(model, data.test, data.trigger, data.backdoor_target, clean_only, device,
-                    show_progress=show_progress)
+    return run.evaluation.measure(model, show_progress=show_progress)

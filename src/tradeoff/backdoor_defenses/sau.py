@@ -57,6 +57,7 @@ def _default_attack() -> AttackSpec:
 
 @dataclass
 class SAUOptions:
+    needs_holdout: ClassVar[bool] = True  # trains or calibrates on data.holdout_per_class only
     metric_prefix: ClassVar[str] = "sau"
     rounds: int = option(100, doc="passes over the defender's clean images", min=1)
     batch_size: int = option(256, doc="batch of the shared attack and of unlearning", min=1)

@@ -30,6 +30,7 @@ FALSE_REJECTION_RATES = (0.01, 0.05)
 
 @dataclass
 class StripOptions:
+    needs_holdout: ClassVar[bool] = True  # trains or calibrates on data.holdout_per_class only
     metric_prefix: ClassVar[str] = "strip"
     overlays: int = option(100, doc="clean images each input is superimposed on (the paper's N)", min=1)
     batch_size: int = option(100, doc="inputs scored at a time (each as `overlays` blends)", min=1)
@@ -63,15 +64,10 @@ def _split(holdout, opts: StripOptions, device) -> tuple[torch.Tensor, object]:
     return torch.cat([xb for xb, _ in pool.loader(256, device=device)]), holdout.take(order[half:].sort().values)
 
 
-def _score(model, images, pool, opts: StripOptions, generator, stamp=None, keep=None) -> torch.Tensor:
-    """Entropies of every image of ``images`` (streamed in batches), stamped with ``stamp`` when
-    given, of those ``keep(labels)`` selects."""
-    out = []
-    for xb, yb in images.loader(opts.batch_size, device=pool.device):
-        if keep is not None:
-            xb = xb[keep(yb)]
-        if len(xb):
-            out.append(entropies(model, stamp(xb) if stamp else xb, pool, opts.overlays, generator).cpu())
+def _score(model, images, pool, opts: StripOptions, generator) -> torch.Tensor:
+    """Entropies of every image of ``images`` (streamed in batches)."""
+    out = [entropies(model, xb, pool, opts.overlays, generator).cpu()
+           for xb, _ in images.loader(opts.batch_size, device=pool.device)]
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -83,9 +79,11 @@ def strip_defense(run: TrainedRun, opts: StripOptions, log, show_progress) -> di
     start = time.perf_counter()
     with model_mode(run.model, False):
         held = _score(run.model, calibration, pool, opts, generator)
-        clean = _score(run.model, run.data.test, pool, opts, generator)
-        triggered = _score(run.model, run.data.test, pool, opts, generator, stamp=run.data.trigger.apply,
-                           keep=lambda y: y != run.data.backdoor_target.of(y))
+
+        def entropy_of(xb):
+            return entropies(run.model, xb, pool, opts.overlays, generator)
+        clean = run.evaluation.scores(entropy_of, opts.batch_size)
+        triggered = run.evaluation.scores(entropy_of, opts.batch_size, triggered=True)
     seconds = time.perf_counter() - start
     out = {"strip_clean_data": f"{len(pool)} held-out overlays, {len(held)} held-out images for the threshold",
            "strip_seconds": round(seconds, 3)}

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from tradeoff.backdoor_defenses import as_entry, try_backdoor_defense
+from tradeoff.backdoor_defenses import as_entry, check_entry, try_backdoor_defense
 from tradeoff.config.build import spec_from_dict
 from tradeoff.config.resolve import resolve_backdoor_defense
 from tradeoff.core.checkpoints import load_state
@@ -39,7 +39,7 @@ def load_trained_run(run_dir: Path, data_root: str | None = None, device: str | 
             raise TradeoffError(f"{run_dir} has no {name}; it is not a finished run folder.")
     if data_root:
         raw.setdefault("data", {})["root"] = data_root
-    spec = spec_from_dict(raw)
+    spec = folder_spec(raw)
     dev = pick_device(device or spec.train.device)
     seed_everything(spec.seed)
     saved = saved_poison(run_dir)
@@ -49,6 +49,12 @@ def load_trained_run(run_dir: Path, data_root: str | None = None, device: str | 
                             "(different dataset files or code version?); refusing to defend a different data set.")
     model = load_model(run_dir, spec, data.shape, data.num_classes, dev)
     return TrainedRun(spec, model, RunRecord.from_dict(values), data, dev, run_dir=run_dir)
+
+
+def folder_spec(raw: dict) -> Spec:
+    """The spec of a finished run folder, without the defences it ran (they are done; a folder
+    written before a defence's checks tightened still rebuilds)."""
+    return spec_from_dict({k: v for k, v in raw.items() if k != "backdoor_defenses"})
 
 
 def load_model(run_dir: Path, spec: Spec, shape: tuple, num_classes: int, device) -> torch.nn.Module:
@@ -67,6 +73,7 @@ def defend_run_folder(run_dir: str | Path, entry: BackdoorDefenseSpec | dict, da
     """Run one defence entry ({name: ..., options}) on a finished run; returns the new metrics."""
     entry = as_entry(entry)  # checked before the folder is read
     run_dir = Path(run_dir)
+    check_entry(entry, folder_spec(read_run(run_dir)[0]))  # e.g. a holdout it needs: before any data is read
     run = load_trained_run(run_dir, data_root, device)
     entry = resolve_backdoor_defense(entry, run.spec.data.dataset)  # its attack budgets: the run's dataset's
     lines: list[str] = []

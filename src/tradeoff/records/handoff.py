@@ -52,6 +52,8 @@ class TrainedRun:
     device: torch.device
     run_dir: Optional[Path] = None
     artifacts: dict = field(default_factory=dict)  # file name -> {tensor name: tensor}, saved beside metrics.json
+    # a backdoor defence's only way to the test set (backdoor_defenses.sealed.TestEvaluation); None outside one
+    evaluation: Optional[object] = None
 
     def __post_init__(self):
         if not isinstance(self.record, RunRecord):
