@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -37,7 +36,7 @@ import torch.nn.functional as F
 
 from tradeoff.backdoor_defenses.base import BACKDOOR_DEFENSES
 from tradeoff.backdoor_defenses.defender import describe_holdout, holdout_images
-from tradeoff.backdoor_defenses.measure import purification_metrics
+from tradeoff.backdoor_defenses.measure import timed_purification
 from tradeoff.core.progress import progress_bar
 from tradeoff.core.spec import option
 from tradeoff.models.mode import model_mode
@@ -149,11 +148,5 @@ def ibau_defense(run: TrainedRun, opts: IBAUOptions, log, show_progress) -> dict
     hypergradient, on the defender's held-out clean training images."""
     clean = holdout_images(run, "i-bau")
     log(f"i-bau: {opts.rounds} rounds, K {opts.fixed_point_steps}, on {describe_holdout(clean)}")
-    started = time.perf_counter()
-    purified = ibau_unlearn(run.model, clean, opts, run.spec.seed, show_progress)
-    seconds = time.perf_counter() - started
-    run.add_artifact("ibau_model.safetensors", purified.state_dict())
-    metrics = {"ibau_clean_data": describe_holdout(clean),
-               **purification_metrics("ibau", run, purified, seconds, show_progress)}
-    log("i-bau: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
-    return metrics
+    return timed_purification("i-bau", "ibau", run, clean,
+                              lambda: ibau_unlearn(run.model, clean, opts, run.spec.seed, show_progress), log, show_progress)

@@ -6,6 +6,10 @@ its purified model."""
 
 from __future__ import annotations
 
+import time
+from typing import Callable
+
+from tradeoff.backdoor_defenses.defender import describe_holdout
 from tradeoff.evaluation.metrics import defense_effectiveness_rating
 from tradeoff.records.handoff import TrainedRun
 
@@ -48,3 +52,18 @@ def purification_metrics(prefix: str, run: TrainedRun, purified, seconds: float,
     out[f"{prefix}_robustness_lost"] = None if None in robust else robust[0] - robust[1]
     out[f"{prefix}_seconds"] = round(seconds, 3)
     return out
+
+
+def timed_purification(name: str, prefix: str, run: TrainedRun, clean, purify: Callable, log,
+                       show_progress: bool = False) -> dict:
+    """Run ``purify()`` (returns the purified model) timed, save its model beside the run as
+    ``<prefix>_model.safetensors`` and return ``<prefix>_clean_data`` with the
+    :func:`purification_metrics`, logged on one line."""
+    started = time.perf_counter()
+    purified = purify()
+    seconds = time.perf_counter() - started
+    run.add_artifact(f"{prefix}_model.safetensors", purified.state_dict())
+    metrics = {f"{prefix}_clean_data": describe_holdout(clean),
+               **purification_metrics(prefix, run, purified, seconds, show_progress)}
+    log(f"{name}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+    return metrics

@@ -30,7 +30,6 @@ clean training images (``data.holdout_per_class``), never the test set.
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -41,7 +40,7 @@ from torch import nn
 from tradeoff.attacks.pgd import perturb
 from tradeoff.backdoor_defenses.base import BACKDOOR_DEFENSES
 from tradeoff.backdoor_defenses.defender import describe_holdout, holdout_images
-from tradeoff.backdoor_defenses.measure import purification_metrics
+from tradeoff.backdoor_defenses.measure import timed_purification
 from tradeoff.core.progress import progress_bar
 from tradeoff.core.spec import AttackSpec, option
 from tradeoff.models.mode import model_mode
@@ -164,11 +163,5 @@ def sau_defense(run: TrainedRun, opts: SAUOptions, log, show_progress) -> dict:
     backdoored original, on the defender's held-out clean training images."""
     clean = holdout_images(run, "sau")
     log(f"sau: {opts.rounds} rounds on {describe_holdout(clean)}")
-    started = time.perf_counter()
-    purified = sau_unlearn(run.model, clean, opts, run.spec.seed, show_progress)
-    seconds = time.perf_counter() - started
-    run.add_artifact("sau_model.safetensors", purified.state_dict())
-    metrics = {"sau_clean_data": describe_holdout(clean),
-               **purification_metrics("sau", run, purified, seconds, show_progress)}
-    log("sau: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
-    return metrics
+    return timed_purification("sau", "sau", run, clean,
+                              lambda: sau_unlearn(run.model, clean, opts, run.spec.seed, show_progress), log, show_progress)
