@@ -61,6 +61,7 @@ from tradeoff.models.mode import model_mode
 from tradeoff.poisoning import is_all_to_all
 from tradeoff.records.handoff import TrainedRun
 
+TEST_SPLIT_HINT = "or name the test set's split explicitly with clean_data: test-split"
 MAD_CONSISTENCY = 1.4826  # makes the MAD a consistent estimator of a normal distribution's std
 
 
@@ -96,7 +97,7 @@ class CleanseOptions:
         """Defender images: the holdout unless the test split is named. An all-to-all backdoor has
         no one target class to reverse or unlearn."""
         if self.clean_data == "holdout":
-            check_holdout(spec, where, or_else="or name the test set's split explicitly with clean_data: test-split")
+            check_holdout(spec, where, or_else=TEST_SPLIT_HINT)
         if is_all_to_all(spec.poison):
             for name in ("labels", "unlearn"):
                 if getattr(self, name) == "target":
@@ -279,7 +280,7 @@ def clean_data(run: TrainedRun, opts: CleanseOptions) -> tuple[object, object, s
     if opts.clean_data == "test-split":
         defender, evaluation = run.evaluation.split(opts.holdout_fraction, run.spec.seed)
         return defender, evaluation, f"{len(defender)} test images (clean_data test-split, holdout_fraction {opts.holdout_fraction})"
-    holdout = holdout_images(run, "neural-cleanse", or_else="or name the test set's split explicitly with clean_data: test-split")
+    holdout = holdout_images(run, "neural-cleanse", or_else=TEST_SPLIT_HINT)
     return holdout, run.evaluation, describe_holdout(holdout)
 
 

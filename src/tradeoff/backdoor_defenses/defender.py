@@ -9,13 +9,18 @@ from tradeoff.core.errors import TradeoffError
 from tradeoff.records.handoff import TrainedRun
 
 
-def holdout_images(run: TrainedRun, defense: str, or_else: str = ""):
-    """The run's held-out clean training images, or one sentence saying how to get them (``or_else``:
+def no_holdout(where: str, or_else: str = "") -> TradeoffError:
+    """The one sentence of a defence that needs held-out images where the run keeps none (``or_else``:
     the defence's other way, if it has one)."""
+    return TradeoffError(f"{where} needs the defender's clean images and this run keeps none: train it with "
+                         "data.holdout_per_class (BackdoorBench's share is 5% of the training set, e.g. 300 "
+                         f"a class of MNIST's 60,000){', ' + or_else if or_else else ''}.")
+
+
+def holdout_images(run: TrainedRun, defense: str, or_else: str = ""):
+    """The run's held-out clean training images, or :func:`no_holdout`'s sentence."""
     if run.data.holdout is None or len(run.data.holdout) == 0:
-        raise TradeoffError(f"backdoor defence {defense} needs clean defender data and this run has none: train "
-                            "it with data.holdout_per_class (the last N training images of each class are kept "
-                            f"out of training for the defender){', ' + or_else if or_else else ''}.")
+        raise no_holdout(f"backdoor defence {defense}", or_else)
     return run.data.holdout
 
 
@@ -28,6 +33,4 @@ def check_holdout(spec, where: str, or_else: str = "") -> None:
     """A defence on the defender's held-out images in a spec that keeps none: one sentence when the
     spec is built (and when ``tradeoff defend`` reads a folder trained without them)."""
     if not spec.data.holdout_per_class:
-        raise TradeoffError(f"{where} needs the defender's clean images and this run keeps none: train it with "
-                            "data.holdout_per_class (BackdoorBench's share is 5% of the training set, e.g. 300 "
-                            f"a class of MNIST's 60,000){', ' + or_else if or_else else ''}.")
+        raise no_holdout(where, or_else)

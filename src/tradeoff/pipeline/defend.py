@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 import yaml
@@ -30,8 +31,10 @@ from tradeoff.records.handoff import TrainedRun
 from tradeoff.records.record import RunRecord, error_key, read_record
 
 
-def load_trained_run(run_dir: Path, data_root: str | None = None, device: str | None = None) -> TrainedRun:
-    """The :class:`~tradeoff.records.handoff.TrainedRun` of a finished run folder."""
+def load_trained_run(run_dir: Path, data_root: str | None = None, device: str | None = None,
+                     check: Callable[[Spec], None] | None = None) -> TrainedRun:
+    """The :class:`~tradeoff.records.handoff.TrainedRun` of a finished run folder; ``check(spec)``
+    runs before any data is read."""
     run_dir = Path(run_dir)
     raw, values = read_run(run_dir)
     for name in ("model.safetensors", "poison.safetensors"):
@@ -40,6 +43,8 @@ def load_trained_run(run_dir: Path, data_root: str | None = None, device: str | 
     if data_root:
         raw.setdefault("data", {})["root"] = data_root
     spec = folder_spec(raw)
+    if check is not None:
+        check(spec)
     dev = pick_device(device or spec.train.device)
     seed_everything(spec.seed)
     saved = saved_poison(run_dir)
@@ -73,8 +78,7 @@ def defend_run_folder(run_dir: str | Path, entry: BackdoorDefenseSpec | dict, da
     """Run one defence entry ({name: ..., options}) on a finished run; returns the new metrics."""
     entry = as_entry(entry)  # checked before the folder is read
     run_dir = Path(run_dir)
-    check_entry(entry, folder_spec(read_run(run_dir)[0]))  # e.g. a holdout it needs: before any data is read
-    run = load_trained_run(run_dir, data_root, device)
+    run = load_trained_run(run_dir, data_root, device, check=lambda spec: check_entry(entry, spec))
     entry = resolve_backdoor_defense(entry, run.spec.data.dataset)  # its attack budgets: the run's dataset's
     lines: list[str] = []
 
