@@ -123,6 +123,26 @@ def test_phase_is_four_sizes_by_a_standard_column_and_four_eps():
             assert cell.by_dataset["mnist"]["eval"]["attack"]["eps"] == mnist_eps
 
 
+def test_beyond_purification_cells_of_one_victim_share_its_run_and_read_their_own_defence():
+    """Every defence of a victim is one cell with the same spec (so the sweep runs it once, all
+    defences on one model), and each cell's metric keys are its defence's prefix (``{defense}``
+    replaced by the value's literal): 66 cells, 6 runs a seed."""
+    grid = grids.expand(grids.load_table("beyond-purification"), "smoke", seeds=1, datasets=["mnist"])
+    assert len(grid.cells) == 66 and len({c.digest for c in grid.cells}) == 6
+    by_victim = {}
+    for c in grid.cells:
+        by_victim.setdefault(c.setting.split("; ", 1)[1], set()).add(c.digest)
+    assert len(by_victim) == 6 and all(len(d) == 1 for d in by_victim.values())
+    anp = next(c for c in grid.cells if c.slug == "anp-blend-pgd")
+    keys = {m.paper: m.keys for m in anp.metrics}
+    assert keys["DER"] == ["anp_der"] and keys["Backdoor Success rate"] == ["backdoor_success_rate"]
+    assert keys["Defence seconds"] == ["anp_seconds"]
+    strip = next(c for c in grid.cells if c.slug == "strip-sticker-standard")
+    assert {m.paper: m.keys for m in strip.metrics}["STRIP FAR @ 1% FRR"] == ["strip_far_1pct"]
+    names = [e.name for e in anp.spec.backdoor_defenses]
+    assert len(names) == 11 and {"anp", "strip", "spectral", "i-bau"} <= set(names)
+
+
 BAD = [
     ({"axes": {"rate": {"values": [{"value": "5%", "literl": 0.5}]}}},
      "bad.yaml, axes, axis 'rate', value: unknown key(s) 'literl'"),
@@ -136,6 +156,8 @@ BAD = [
     ({"axes": {"d": {"values": [{"value": "Std", "literal": {"minst": 1}}]}}},
      "value 'Std': its literal maps datasets to values, and 'minst' is not a dataset"),
     ({"cell": {"setting": "x"}}, "'cell' is the template of 'axes', and this table has no 'axes'"),
+    ({"cell": {"metrics": {"DER": "{d}_der"}}, "axes": {"d": {"values": [{"value": "Std"}]}}},
+     "metric key '{d}_der' names no axis with a literal"),
 ]
 
 

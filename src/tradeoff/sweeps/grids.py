@@ -281,8 +281,32 @@ def _product_cell(template: dict, picked: dict, axes: dict, where: str) -> Optio
     if twins:
         cell["twin"] = _format(setting_template, {**texts, **{n: str(t) for n, t in twins.items()}}, where, "setting")
     if metrics is not None:
-        cell["metrics"] = metrics
+        cell["metrics"] = _metric_keys(metrics, picked, cw)
     return cell
+
+
+def _metric_keys(metrics, picked: dict, where: str):
+    """The cell's metrics with ``{axis}`` in a metric key replaced by that axis value's literal
+    (``{defense}_der`` -> ``anp_der``): cells that share one run, each reading its own keys."""
+    literals = {name: v["literal"] for name, v in picked.items() if isinstance(v.get("literal"), str)}
+
+    def key(text):
+        if not isinstance(text, str) or "{" not in text:
+            return text
+        try:
+            return text.format(**literals)
+        except (KeyError, IndexError, ValueError) as e:
+            raise TradeoffError(f"{where}: metric key {text!r} names no axis with a literal ({e}); those with "
+                                f"one: {', '.join(literals) or 'none'}.") from None
+
+    def keys(value):
+        if isinstance(value, list):
+            return [key(v) for v in value]
+        if isinstance(value, dict) and "key" in value:
+            return {**value, "key": keys(value["key"])}
+        return key(value)
+
+    return {paper: keys(value) for paper, value in metrics.items()} if isinstance(metrics, dict) else metrics
 
 
 def axes_cells(template, axes, where: str) -> list[dict]:
@@ -295,7 +319,8 @@ def axes_cells(template, axes, where: str) -> list[dict]:
       axis order; ``$axis`` anywhere in it is that axis value's ``literal``, and a literal that maps
       datasets to values is per dataset (it goes to the cell's ``by_dataset``);
     - ``by_dataset`` merged, ``datasets`` intersected (no dataset in common: no cell), ``metrics``
-      the last value's that has some (else the template's, else the table's);
+      the last value's that has some (else the template's, else the table's), each ``{axis}`` in
+      a metric key replaced by that axis value's (string) ``literal``;
     - ``twin``: a value's twin names another value of its axis: the cell with that value instead.
     """
     where = f"{where}, axes"
