@@ -1,9 +1,11 @@
 """PGD: stays inside the eps-ball and [0, 1], beats random noise of the same size."""
 
+import dataclasses
+
 import torch
 from torch import nn
 
-from tradeoff.attacks.pgd import margin, perturb
+from tradeoff.attacks.pgd import margin, perturb, project, random_start
 from tradeoff.core.spec import AttackSpec
 
 
@@ -151,3 +153,29 @@ def test_cosine_schedule_falls_from_step_size_to_zero():
     a = AttackSpec(eps=0.3, step_size=0.3, steps=4, step_schedule="cosine")
     assert [round(step_size(a, t), 6) for t in range(4)] == [0.3, 0.256066, 0.15, 0.043934]
     assert step_size(AttackSpec(eps=0.3, step_size=0.3, steps=4), 3) == 0.3
+
+
+def test_first_success_returns_the_first_fooling_iterate_of_the_same_trajectory():
+    """Brute force over the trajectory: with a constant step, PGD-k from the same random start is
+    the k-th iterate of PGD-n; with ``first_success`` each image gets the first of those iterates
+    that fools the model (the last where none does), and an image is fooled exactly when some
+    iterate fools it."""
+    model, x, y = _model_and_data(1)
+    a = AttackSpec(norm="linf", eps=0.15, step_size=0.15, steps=8)  # steps as large as eps: iterates oscillate
+    iterates = []
+    for k in range(a.steps + 1):
+        torch.manual_seed(7)
+        if k == 0:
+            iterates.append(x + project(random_start(x, a), x, a))
+        else:
+            iterates.append(perturb(model, x, y, dataclasses.replace(a, steps=k)))
+    with torch.no_grad():
+        fooled = torch.stack([model(it).argmax(1) != y for it in iterates])  # (steps + 1, images)
+    torch.manual_seed(7)
+    kept = perturb(model, x, y, dataclasses.replace(a, first_success=True))
+    first = torch.where(fooled.any(0), fooled.float().argmax(0), torch.full_like(y, a.steps))
+    expected = torch.stack(iterates)[first, torch.arange(len(y))]
+    assert torch.allclose(kept, expected, atol=1e-6)
+    with torch.no_grad():
+        assert torch.equal(model(kept).argmax(1) != y, fooled.any(0))
+    assert 0 < int(fooled.any(0).sum()) and int((fooled.any(0) & ~fooled[-1]).sum()) > 0  # the case it is for

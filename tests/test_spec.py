@@ -98,7 +98,7 @@ def test_imagenet_paper_cells_require_released_weights_or_a_deliberate_from_scra
 
 def test_fields_added_later_leave_earlier_digests_alone_until_set():
     """model.from_scratch, data.holdout_per_class, eval.every_steps, eval.curve_images,
-    eval.autoattack, the attacks' target_classes and step_schedule, synthetic, and the masking options
+    eval.autoattack, the attacks' target_classes, step_schedule and first_success, synthetic, and the masking options
     eval.masking_checks, eval.masking_images and eval.saliency, data.augment_flip, model.init, train.grad_clip,
     train.tf32, eval.spatial, poison.target_mode, data.verify, data.skip_unreadable and IBP's warm-up regulariser options (added after 0.2.0) are left out of the digest while unset or at their defaults, so cells swept before them keep their
     digests (a hash of the spec without the fields); set, they count."""
@@ -108,6 +108,7 @@ def test_fields_added_later_leave_earlier_digests_alone_until_set():
     del d["eval"]["every_steps"], d["eval"]["curve_images"], d["eval"]["autoattack"]
     for section in ("eval", "adversarial_defense"):
         del d[section]["attack"]["target_classes"], d[section]["attack"]["step_schedule"]
+        del d[section]["attack"]["first_success"]
     del d["eval"]["masking_checks"], d["eval"]["masking_images"], d["eval"]["saliency"], d["data"]["augment_flip"]
     del d["model"]["init"], d["train"]["grad_clip"], d["train"]["tf32"]
     d["eval"].pop("spatial", None), d["poison"].pop("target_mode", None)
@@ -122,6 +123,9 @@ def test_fields_added_later_leave_earlier_digests_alone_until_set():
     assert spec.digest() != Spec().digest()
     spec = Spec()
     spec.eval.attack.target_classes = 9
+    assert spec.digest() != Spec().digest()
+    spec = Spec()
+    spec.eval.attack.first_success = True
     assert spec.digest() != Spec().digest()
     spec = Spec()
     spec.train.tf32 = "off"

@@ -176,7 +176,7 @@ def test_layers_and_shared_cells():
         "model": {"name": "small-cnn"}, "adversarial_defense": {"objective": "pgd", "eps_ramp": 0.25},
         "train": {"epochs": 3, "batch_size": 100, "optimizer": "adam", "lr": 0.001},
         "eval": {"attack": {"steps": 20, "step_size": 0.3, "step_schedule": "cosine", "loss": "margin",
-                            "target_classes": 9}}})
+                            "target_classes": 9, "first_success": True}}})
     assert g.cells[1].digest == resolve(by_hand).digest()
     assert g.cells[1].run_name == f"table1a-mnist-adv-training-s1-{g.cells[1].digest}"
 

@@ -186,6 +186,7 @@ def _pgd(model, x: torch.Tensor, y: torch.Tensor, a: AttackSpec, target: torch.T
     y, ascending ``objective`` (default: ``a.loss``)."""
     objective = objective or ATTACK_LOSSES.get(a.loss)
     delta = project(random_start(x, a) if start is None else start.expand_as(x).clone(), x, a)
+    kept = FirstSuccess(y, target if a.targeted and not a.target_classes else None) if a.first_success else None
     for step in range(a.steps):
         delta.requires_grad_(True)
         with torch.enable_grad():
@@ -194,8 +195,40 @@ def _pgd(model, x: torch.Tensor, y: torch.Tensor, a: AttackSpec, target: torch.T
             loss = -objective(logits, target) if target is not None else objective(logits, y)
             scaled = scaled_logit_gradient(loss, logits, out, per_example=not model.training)
             (grad,) = torch.autograd.grad(out, delta, grad_outputs=scaled)
+        if kept is not None:
+            kept.update(delta.detach(), logits.detach())
         delta = project(delta.detach() + gradient_step(grad, a, step), x, a)
+    if kept is not None:
+        with torch.no_grad():
+            kept.update(delta, model(x + delta).float())
+        delta = kept.result(delta)
     return (x + delta).detach()
+
+
+class FirstSuccess:
+    """Each image's first iterate that fools the model (misclassified; for a targeted run, classified
+    as its target), from the logits each step computes anyway: an image counts as broken when any
+    iterate breaks it, as AutoAttack counts it."""
+
+    def __init__(self, y: torch.Tensor, target: torch.Tensor | None):
+        self.y, self.target = y, target
+        self.found = torch.zeros(len(y), dtype=torch.bool, device=y.device)
+        self.delta: torch.Tensor | None = None
+
+    def update(self, delta: torch.Tensor, logits: torch.Tensor) -> None:
+        pred = logits.argmax(1)
+        fooled = (pred == self.target) if self.target is not None else (pred != self.y)
+        new = fooled & ~self.found
+        if new.any():
+            self.delta = delta.clone() if self.delta is None else torch.where(
+                new.view(-1, *[1] * (delta.dim() - 1)), delta, self.delta)
+            self.found |= new
+
+    def result(self, last: torch.Tensor) -> torch.Tensor:
+        """The first fooling iterate where there is one, else ``last``."""
+        if self.delta is None:
+            return last
+        return torch.where(self.found.view(-1, *[1] * (last.dim() - 1)), self.delta, last)
 
 
 ATTACKS: Registry[Callable] = Registry("attack")
@@ -234,4 +267,6 @@ def describe(a: AttackSpec) -> str:
         parts.append(f"towards each of the top {a.target_classes} wrong classes")
     elif a.targeted:
         parts.append("targeted")
+    if a.first_success and not fgsm:
+        parts.append("each image's first fooling iterate kept")
     return ", ".join(parts)

@@ -79,6 +79,8 @@ class AttackSpec:
                                                      "scores highest, any success counting (APGD-T's scheme)", min=1)
     step_schedule: Optional[Literal["constant", "cosine"]] = option(
         None, doc="cosine: the step falls from step_size to 0 over the steps; unset: constant")
+    first_success: bool = option(False, doc="return each image's first iterate that fools the model (any iterate "
+                                            "counts, as AutoAttack's); off: the last iterate (as training uses)")
 
 
 @dataclass
@@ -231,7 +233,9 @@ def _default_of(f: dataclasses.Field):
 ADDED_LATER = (("model.from_scratch", None), ("data.holdout_per_class", None), ("trigger.pattern", None),
                ("eval.every_steps", 0), ("eval.curve_images", 500), ("eval.autoattack", None),
                *((f"{section}.attack.{key}", None) for section in ("adversarial_defense", "eval")
-                 for key in ("target_classes", "step_schedule")), ("synthetic", False),
+                 for key in ("target_classes", "step_schedule")),
+               *((f"{section}.attack.first_success", False) for section in ("adversarial_defense", "eval")),
+               ("synthetic", False),
                ("eval.masking_checks", True), ("eval.masking_images", 200), ("eval.saliency", True),
                ("data.augment_flip", True), ("model.init", "default"), ("train.grad_clip", 0.0),
                ("adversarial_defense.ibp_warmup_regularizer", 0.0),
