@@ -1,6 +1,6 @@
 """benchmarks/findings.py: FINDINGS.md from recorded result folders (each a table's report.csv of
 `tradeoff report` and its summary.csv), on fabricated sweeps and on a recorded report.csv of an
-earlier version (benchmarks/results/table1b-mnist-cpu)."""
+earlier version (benchmarks/results/cpu-mnist/table1b)."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def test_findings_from_recorded_folders(tmp_path, capsys):
     _record(tmp_path, results, "table2b", 10, _table2b)
     (results / "table1b").mkdir()
     for name in ("report.csv", "summary.csv"):
-        shutil.copy(ROOT / "benchmarks" / "results" / "table1b-mnist-cpu" / name, results / "table1b" / name)
+        shutil.copy(ROOT / "benchmarks" / "results" / "cpu-mnist" / "table1b" / name, results / "table1b" / name)
     out = tmp_path / "FINDINGS.md"
     assert findings_script.main(["--results", str(results), "--out", str(out)]) == 0
     assert "4 table(s) recorded" in capsys.readouterr().out
