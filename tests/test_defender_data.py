@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from tiny_spec import TINY
 from tradeoff.backdoor_defenses import BACKDOOR_DEFENSES
 from tradeoff.backdoor_defenses.sealed import SEALED, SealedTestSet, TestEvaluation
 from tradeoff.cli import main
@@ -18,14 +19,6 @@ from tradeoff.config.build import load_spec
 from tradeoff.core.errors import TradeoffError
 from tradeoff.data import ImageSet
 from tradeoff.pipeline.experiment import run_experiment
-
-TINY = {
-    "data": {"dataset": "digits"},
-    "trigger": {"kind": "sticker", "size": 2},
-    "poison": {"method": "dirty-label", "fraction_of_training_set": 0.05},
-    "train": {"epochs": 2, "batch_size": 50},
-    "eval": {"adversarial": False},
-}
 
 # every defence that trains or calibrates on the defender's held-out images (Neural Cleanse too,
 # unless clean_data: test-split is named); a new one must say so with needs_holdout

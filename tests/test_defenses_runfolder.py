@@ -7,18 +7,11 @@ import json
 import pytest
 from safetensors.torch import load_file, save_file
 
+from tiny_spec import TINY
 from tradeoff.cli import main
 from tradeoff.config.build import load_spec
 from tradeoff.core.errors import TradeoffError
 from tradeoff.pipeline.experiment import run_experiment
-
-TINY = {
-    "data": {"dataset": "digits"},
-    "trigger": {"kind": "sticker", "size": 2},
-    "poison": {"method": "dirty-label", "fraction_of_training_set": 0.05},
-    "train": {"epochs": 2, "batch_size": 50},
-    "eval": {"adversarial": False},
-}
 
 
 @pytest.fixture(scope="module")
