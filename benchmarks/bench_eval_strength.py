@@ -254,6 +254,26 @@ def failures(rows: list[dict]) -> list[str]:
     return out
 
 
+def measure_all(args, sweep: Path) -> list[dict]:
+    given = dict(item.split("=", 1) for item in args.runs)
+    images = {**MODELS, **{k: int(v) for k, v in (item.split("=", 1) for item in args.images)}}
+    rows = []
+    for kind in args.models:
+        for seed in range(1 if kind == "quickstart" else args.seeds):
+            folder = (Path(given[kind]) if kind in given and seed == 0
+                      else find_or_train(kind, seed, sweep, args.seeds, args.data_root))
+            rows.append(measure(kind, seed, folder, images[kind], args.data_root, args.attack, args.no_autoattack,
+                                sweep / "autoattack-cache"))
+    return rows
+
+
+def merged_rows(files: list[str]) -> list[dict]:
+    """The rows of earlier runs, in the order of MODELS, then seed."""
+    rows = [row for f in files for row in json.loads(Path(f).read_text())["rows"]]
+    order = list(MODELS)
+    return sorted(rows, key=lambda r: (order.index(r["model"]) if r["model"] in order else len(order), r["seed"]))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", help="folder holding mnist/ (default: $TRADEOFF_DATA)")
@@ -269,18 +289,14 @@ def main() -> int:
     parser.add_argument("--attack", action="append", default=[], metavar="KEY=VALUE,...",
                         help="a candidate evaluation attack, on top of ours (repeatable)")
     parser.add_argument("--no-autoattack", action="store_true", help="only our attacks (for exploring)")
+    parser.add_argument("--merge", nargs="+", metavar="JSON", help="measure nothing: the tables of the rows of "
+                        "earlier runs' eval-strength.json files (run apart, e.g. one process per core)")
     args = parser.parse_args()
 
-    given = dict(item.split("=", 1) for item in args.runs)
-    images = {**MODELS, **{k: int(v) for k, v in (item.split("=", 1) for item in args.images)}}
     sweep, start = Path(args.sweep), time.perf_counter()
-    rows = []
-    for kind in args.models:
-        for seed in range(1 if kind == "quickstart" else args.seeds):
-            folder = (Path(given[kind]) if kind in given and seed == 0
-                      else find_or_train(kind, seed, sweep, args.seeds, args.data_root))
-            rows.append(measure(kind, seed, folder, images[kind], args.data_root, args.attack, args.no_autoattack,
-                                sweep / "autoattack-cache"))
+    rows = merged_rows(args.merge) if args.merge else measure_all(args, sweep)
+    command = " ".join(["python", *sys.argv])
+    sources = ([json.loads(Path(f).read_text()).get("command", f) for f in args.merge] if args.merge else [command])
 
     table, summary = markdown(rows), gaps_by_kind(rows)
     print("\n" + summary + "\n" + table)
@@ -291,12 +307,13 @@ def main() -> int:
         "# The evaluation attack beside AutoAttack (APGD-CE + APGD-T), same models and images\n\n"
         f"Criterion: ours minus AutoAttack at most {100 * MAX_GAP:.0f} points on every checked model "
         f"({', '.join(CHECKED)}), and the spatial grid within as much of the dense grid. "
-        f"1 thread per process. Command: `{' '.join(['python', *sys.argv])}`; "
-        f"{time.perf_counter() - start:.0f} s in all.\n\n"
+        f"1 thread per process. " + (f"Command: `{command}`; {time.perf_counter() - start:.0f} s in all.\n\n"
+                                      if not args.merge else "The rows of: " + "; ".join(f"`{c}`" for c in sources)
+                                      + ".\n\n")
         + ("Over the checked models: " + (f"above the criterion: {', '.join(failed)}" if failed else "all within")
            + ".\n\n") + summary + "\n" + table)
     (results / "eval-strength.json").write_text(json.dumps(
-        {"rows": rows, "max_gap_points": 100 * MAX_GAP, "failed": failed,
+        {"rows": rows, "max_gap_points": 100 * MAX_GAP, "failed": failed, "command": command, "sources": sources,
          "script_seconds": round(time.perf_counter() - start, 1)}, indent=1) + "\n")
     print(f"written to {results}/eval-strength.md and eval-strength.json"
           + (f"; gap above {100 * MAX_GAP:.0f} points: {', '.join(failed)}" if failed else ""))
