@@ -265,17 +265,27 @@ def _table1b_cells(preset):
     return grids.expand(grids.load_table("table1b"), preset, seeds=1, datasets=["mnist", "cifar10"]).cells
 
 
+# MNIST at the cpu preset: the original's attack left 5.2 points above AutoAttack there, this one 1.3
+CPU_MNIST_PGD = {"loss": "margin", "steps": 20, "step_size": 0.4, "step_schedule": "cosine", "target_classes": 9,
+                 "first_success": True, "restarts": 1, "random_start": True}
+
+
 def test_table1b_evaluation_attack_is_the_originals_per_dataset_and_preset():
     """Every Table 1(b) sweep cell evaluates adversarial robustness with the original's IBP-script
     attack (values above, from the original's readmes and the IBP library's defaults): the paper
-    and cpu presets alike, the smoke preset with 2 steps. No cell keeps the protocol's 5- or
-    10-step cross-entropy PGD of adversarial training."""
+    preset, the cpu preset's CIFAR-10 cells, the smoke preset with 2 steps; the cpu preset's MNIST
+    cells with the stronger top-9 margin PGD at the same eps (checked against AutoAttack). No cell
+    keeps the protocol's 5- or 10-step cross-entropy PGD of adversarial training."""
     for preset in ("paper", "cpu", "smoke"):
         cells = _table1b_cells(preset)
         assert {c.dataset for c in cells} == {"mnist", "cifar10"} and len(cells) == 6
         for c in cells:
             a = c.spec.eval.attack
-            expect = {**ORIGINAL_IBP_PGD, **({"steps": 2} if preset == "smoke" else {})}
+            if (preset, c.dataset) == ("cpu", "mnist"):
+                expect = CPU_MNIST_PGD
+            else:
+                expect = {**ORIGINAL_IBP_PGD, **({"steps": 2} if preset == "smoke" else {}),
+                          "target_classes": None, "step_schedule": None, "first_success": False}
             assert {k: getattr(a, k) for k in expect} == expect, (preset, c.label)
             assert a.eps == pytest.approx(ORIGINAL_IBP_ATTACK[c.dataset]["eps"], abs=1e-12), (preset, c.label)
             assert c.spec.eval.adversarial
