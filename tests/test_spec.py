@@ -127,6 +127,12 @@ def test_fields_added_later_leave_earlier_digests_alone_until_set():
     spec = Spec()
     spec.eval.attack.first_success = True
     assert spec.digest() != Spec().digest()
+    # an option of some kinds only: label-consistent poisoning's attack, absent from other methods' sections
+    consistent = load_spec(None, {"poison": {"method": "label-consistent"}})
+    d = consistent.digest_fields()
+    assert "first_success" not in d["poison"]["perturbation"] and "perturbation" not in Spec().digest_fields()["poison"]
+    consistent.poison.options.perturbation.first_success = True
+    assert consistent.digest_fields()["poison"]["perturbation"]["first_success"] is True
     spec = Spec()
     spec.train.tf32 = "off"
     assert spec.digest() != Spec().digest()

@@ -234,7 +234,8 @@ ADDED_LATER = (("model.from_scratch", None), ("data.holdout_per_class", None), (
                ("eval.every_steps", 0), ("eval.curve_images", 500), ("eval.autoattack", None),
                *((f"{section}.attack.{key}", None) for section in ("adversarial_defense", "eval")
                  for key in ("target_classes", "step_schedule")),
-               *((f"{section}.attack.first_success", False) for section in ("adversarial_defense", "eval")),
+               *((f"{section}.first_success", False)
+                 for section in ("adversarial_defense.attack", "eval.attack", "poison.perturbation")),
                ("synthetic", False),
                ("eval.masking_checks", True), ("eval.masking_images", 200), ("eval.saliency", True),
                ("data.augment_flip", True), ("model.init", "default"), ("train.grad_clip", 0.0),
@@ -292,9 +293,9 @@ class Spec:
         for dotted, unchanged in ADDED_LATER:  # at these values they leave earlier cells' digests as they were
             *path, key = dotted.split(".")
             node = d
-            for name in path:
-                node = node[name]
-            if key in node and node[key] == unchanged:
+            for name in path:  # a kinded section holds some options only for some kinds
+                node = node.get(name) if isinstance(node, dict) else None
+            if isinstance(node, dict) and key in node and node[key] == unchanged:
                 node.pop(key)
         d["data"].pop("root")
         d["data"].pop("workers", None)
