@@ -126,13 +126,13 @@ def test_phase_is_four_sizes_by_a_standard_column_and_four_eps():
 def test_beyond_purification_cells_of_one_victim_share_its_run_and_read_their_own_defence():
     """Every defence of a victim is one cell with the same spec (so the sweep runs it once, all
     defences on one model), and each cell's metric keys are its defence's prefix (``{defense}``
-    replaced by the value's literal): 99 cells, 9 runs a seed (3 victims without poison)."""
+    replaced by the value's literal): 132 cells, 12 runs a seed (3 victims without poison)."""
     grid = grids.expand(grids.load_table("beyond-purification"), "smoke", seeds=1, datasets=["mnist"])
-    assert len(grid.cells) == 99 and len({c.digest for c in grid.cells}) == 9
+    assert len(grid.cells) == 132 and len({c.digest for c in grid.cells}) == 12
     by_victim = {}
     for c in grid.cells:
         by_victim.setdefault(c.setting.split("; ", 1)[1], set()).add(c.digest)
-    assert len(by_victim) == 9 and all(len(d) == 1 for d in by_victim.values())
+    assert len(by_victim) == 12 and all(len(d) == 1 for d in by_victim.values())
     clean = next(c for c in grid.cells if c.slug == "fine-pruning-clean-trades")
     assert clean.spec.poison.method == "none" and clean.twin.endswith("Adv. Defense=None (Std. Training)")
     assert {m.paper: m.keys for m in clean.metrics}["Accuracy lost"] == ["fine_pruning_accuracy_lost"]
