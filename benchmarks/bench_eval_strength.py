@@ -301,6 +301,7 @@ def main() -> int:
     table, summary = markdown(rows), gaps_by_kind(rows)
     print("\n" + summary + "\n" + table)
     failed = failures(rows)
+    missing = [kind for kind in CHECKED if kind not in {r["model"] for r in rows}]
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     (results / "eval-strength.md").write_text(
@@ -310,8 +311,9 @@ def main() -> int:
         f"1 thread per process. " + (f"Command: `{command}`; {time.perf_counter() - start:.0f} s in all.\n\n"
                                       if not args.merge else "The rows of: " + "; ".join(f"`{c}`" for c in sources)
                                       + ".\n\n")
-        + ("Over the checked models: " + (f"above the criterion: {', '.join(failed)}" if failed else "all within")
-           + ".\n\n") + summary + "\n" + table)
+        + ("Over the checked models measured here: " + (f"above the criterion: {', '.join(failed)}" if failed
+                                                           else "all within")
+           + (f"; not measured here: {', '.join(missing)}" if missing else "") + ".\n\n") + summary + "\n" + table)
     (results / "eval-strength.json").write_text(json.dumps(
         {"rows": rows, "max_gap_points": 100 * MAX_GAP, "failed": failed, "command": command, "sources": sources,
          "script_seconds": round(time.perf_counter() - start, 1)}, indent=1) + "\n")

@@ -54,4 +54,5 @@ def test_merge_orders_rows_by_model_then_seed_and_the_criterion_names_each_model
     assert bench.main() == 1
     md = (out / "eval-strength.md").read_text()
     assert f"The rows of: `run a`; `{b}`." in md and "above the criterion: table1b-mnist-rate5-ibp-cpu s1" in md
+    assert "not measured here: quickstart, beyond-training-mnist-trades-cpu" in md
     assert json.loads((out / "eval-strength.json").read_text())["sources"] == ["run a", str(b)]
