@@ -25,6 +25,9 @@ only reported). Writes eval-strength.md and eval-strength.json.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_eval_strength.py --data-root DIR --seeds 3 \
         --sweep SWEEP_FOLDER [--models KIND ...] [--results DIR]
+
+Kinds measured apart (one process per core, each with its own ``--results``) make one table with
+``--merge A/eval-strength.json B/eval-strength.json --results DIR``.
 """
 
 from __future__ import annotations
