@@ -33,6 +33,7 @@ from tradeoff.backdoor_defenses.base import BACKDOOR_DEFENSES
 from tradeoff.backdoor_defenses.defender import describe_holdout, holdout_images
 from tradeoff.backdoor_defenses.measure import purification_metrics
 from tradeoff.core.progress import progress_bar
+from tradeoff.core.registry import SyntheticCut
 from tradeoff.core.spec import option
 from tradeoff.models.mode import model_mode
 from tradeoff.models.neurons import NeuronLayer, neuron_kind, neuron_layers, zero_neurons
@@ -172,7 +173,8 @@ def pruned_list(names: list[str], shown: int = 50) -> str:
     return " ".join(names[:shown]) + more
 
 
-@BACKDOOR_DEFENSES.register("anp", options=AnpOptions)
+# on generated data: two mask-learning iterations
+@BACKDOOR_DEFENSES.register("anp", options=AnpOptions, synthetic=SyntheticCut(options={"iterations": 2}))
 def anp_defense(run: TrainedRun, opts: AnpOptions, log, show_progress) -> dict:
     """Learn the neuron masks on the held-out clean images, prune, measure."""
     clean = holdout_images(run, "anp")

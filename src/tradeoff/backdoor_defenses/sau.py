@@ -42,6 +42,7 @@ from tradeoff.backdoor_defenses.base import BACKDOOR_DEFENSES
 from tradeoff.backdoor_defenses.defender import describe_holdout, holdout_images
 from tradeoff.backdoor_defenses.measure import timed_purification
 from tradeoff.core.progress import progress_bar
+from tradeoff.core.registry import SyntheticCut
 from tradeoff.core.spec import AttackSpec, option
 from tradeoff.models.mode import model_mode
 from tradeoff.records.handoff import TrainedRun
@@ -157,7 +158,8 @@ def sau_unlearn(model, images, opts: SAUOptions, seed: int, show_progress: bool 
     return model.eval()
 
 
-@BACKDOOR_DEFENSES.register("sau", options=SAUOptions)
+# on generated data: one round
+@BACKDOOR_DEFENSES.register("sau", options=SAUOptions, synthetic=SyntheticCut(options={"rounds": 1}))
 def sau_defense(run: TrainedRun, opts: SAUOptions, log, show_progress) -> dict:
     """SAU (Wei et al. 2023): unlearn the shared adversarial examples of the model and its
     backdoored original, on the defender's held-out clean training images."""

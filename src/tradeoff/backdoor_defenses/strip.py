@@ -21,6 +21,7 @@ from tradeoff.backdoor_defenses.base import BACKDOOR_DEFENSES
 from tradeoff.backdoor_defenses.common import auroc
 from tradeoff.backdoor_defenses.defender import holdout_images
 from tradeoff.core.errors import TradeoffError
+from tradeoff.core.registry import SyntheticCut
 from tradeoff.core.spec import option
 from tradeoff.models.mode import model_mode
 from tradeoff.records.handoff import TrainedRun
@@ -71,7 +72,8 @@ def _score(model, images, pool, opts: StripOptions, generator) -> torch.Tensor:
     return torch.cat(out) if out else torch.zeros(0)
 
 
-@BACKDOOR_DEFENSES.register("strip", options=StripOptions)
+# on generated data: two overlays an input
+@BACKDOOR_DEFENSES.register("strip", options=StripOptions, synthetic=SyntheticCut(options={"overlays": 2}))
 def strip_defense(run: TrainedRun, opts: StripOptions, log, show_progress) -> dict:
     """Calibrate the entropy threshold on held-out clean images, score the test set with it."""
     pool, calibration = _split(holdout_images(run, "strip"), opts, run.device)
