@@ -270,11 +270,14 @@ def measure_all(args, sweep: Path) -> list[dict]:
     return rows
 
 
-def merged_rows(files: list[str]) -> list[dict]:
-    """The rows of earlier runs, in the order of MODELS, then seed."""
-    rows = [row for f in files for row in json.loads(Path(f).read_text())["rows"]]
+def merged_rows(files: list[str]) -> tuple[list[dict], list[str]]:
+    """The rows of earlier runs, in the order of MODELS, then seed; and each file's command (its
+    path where it records none)."""
+    runs = [(f, json.loads(Path(f).read_text())) for f in files]
+    rows = [row for _, run in runs for row in run["rows"]]
     order = list(MODELS)
-    return sorted(rows, key=lambda r: (order.index(r["model"]) if r["model"] in order else len(order), r["seed"]))
+    rows.sort(key=lambda r: (order.index(r["model"]) if r["model"] in order else len(order), r["seed"]))
+    return rows, [run.get("command", f) for f, run in runs]
 
 
 def main() -> int:
@@ -297,9 +300,8 @@ def main() -> int:
     args = parser.parse_args()
 
     sweep, start = Path(args.sweep), time.perf_counter()
-    rows = merged_rows(args.merge) if args.merge else measure_all(args, sweep)
     command = " ".join(["python", *sys.argv])
-    sources = ([json.loads(Path(f).read_text()).get("command", f) for f in args.merge] if args.merge else [command])
+    rows, sources = merged_rows(args.merge) if args.merge else (measure_all(args, sweep), [command])
 
     table, summary = markdown(rows), gaps_by_kind(rows)
     print("\n" + summary + "\n" + table)

@@ -41,7 +41,8 @@ def test_merge_orders_rows_by_model_then_seed_and_the_criterion_names_each_model
     b.write_text(json.dumps({"rows": [_row("beyond-spatial-mnist-sticker-spatial-cpu", 0, 0.0, 0.0, 2.4),
                                       _row("table1a-mnist-adv-training-cpu", 0, 0.77, 0.76),
                                       _row("table1a-mnist-adv-training-smoke", 0, 0.10, 0.05)]}))
-    rows = bench.merged_rows([str(a), str(b)])
+    rows, sources = bench.merged_rows([str(a), str(b)])
+    assert sources == ["run a", str(b)]
     assert [(r["model"], r["seed"]) for r in rows] == [
         ("table1a-mnist-adv-training-cpu", 0), ("table1b-mnist-rate5-ibp-cpu", 0), ("table1b-mnist-rate5-ibp-cpu", 1),
         ("beyond-spatial-mnist-sticker-spatial-cpu", 0), ("table1a-mnist-adv-training-smoke", 0)]
