@@ -214,3 +214,29 @@ def test_a_heartbeat_keeps_a_long_claim_and_recoverers_never_overlap(tmp_path):
     for t in threads:
         t.join()
     assert most[0] == 1 and not list(tmp_path.glob("*.claim*"))
+
+
+def test_a_claim_file_never_shows_a_reader_an_empty_holder(tmp_path):
+    """A claim appears whole (its holder linked into place): a reader polling while another thread
+    takes and drops the claim 300 times never reads an empty or half-written holder, which a
+    refusal would then name as "another process" instead of the holder's pid and host."""
+    target = tmp_path / "folder"
+    seen, stop = [], threading.Event()
+
+    def read():
+        while not stop.is_set():
+            holder = claims.read_holder(claims.claim_path(target))
+            if holder is not None:
+                seen.append(holder)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for _ in range(300):
+            with Claim(target, wait=0):
+                pass
+    finally:
+        stop.set()
+        reader.join()
+    assert seen and all(h.get("pid") == os.getpid() and h.get("host") == socket.gethostname() for h in seen)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no private files left behind

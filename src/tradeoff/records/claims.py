@@ -1,8 +1,8 @@
 """Claims: which process may write a shared file of an output folder right now, across processes and
 the nodes of a shared filesystem (NFS included), without relying on file locks.
 
-A claim on ``PATH`` is the file ``PATH.claim``, created with ``O_CREAT | O_EXCL`` (atomic on NFS
-since v3) and holding its holder's host, pid and a random token. While held, a daemon thread
+A claim on ``PATH`` is the file ``PATH.claim``, linked into place whole (``link`` fails when the
+name exists, atomically, on NFS too) and holding its holder's host, pid and a random token. While held, a daemon thread
 touches it every ``lease / 4`` seconds: its modification time is the heartbeat. A claim is stale
 when its holder is known dead (same host, no such pid) or its heartbeat is older than ``lease``
 (another host, or a stopped process); a stale claim is broken under a second, short claim
@@ -88,7 +88,26 @@ def describe(holder: dict) -> str:
 
 
 def _create(claim_file: Path, content: str) -> bool:
-    """Create ``claim_file`` with ``content`` if it does not exist; whether this call created it."""
+    """Create ``claim_file`` holding ``content`` if it does not exist; whether this call created it.
+
+    The content is written to a private file first and hard-linked into place (atomic, and failing
+    when the name exists, on local filesystems and NFS alike), so a claim never shows a reader an
+    empty or half-written holder. Filesystems without hard links fall back to ``O_EXCL``."""
+    private = claim_file.parent / f".{claim_file.name}.{secrets.token_hex(6)}"
+    try:
+        private.write_text(content)
+        try:
+            os.link(private, claim_file)
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links here
+            return _create_exclusive(claim_file, content)
+        return True
+    finally:
+        private.unlink(missing_ok=True)
+
+
+def _create_exclusive(claim_file: Path, content: str) -> bool:
     try:
         fd = os.open(claim_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
