@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import pytest
 import torch
 from torch import nn
 
@@ -115,14 +116,17 @@ def test_gradient_scaling_leaves_fp32_attacks_bit_identical():
     assert torch.equal(perturb(model, x, y, a), (x + delta).detach())
 
 
-def test_target_classes_keep_the_first_success_of_independent_targeted_runs():
+@pytest.mark.parametrize("first_success", [False, True])
+def test_target_classes_keep_the_first_success_of_independent_targeted_runs(first_success):
     """target_classes=3 equals, image by image, the first misclassifying result of three separate
     targeted runs on the whole batch towards the 1st, 2nd and 3rd highest-scoring wrong class
     (ranked by a loop), though each later run attacks only the images the earlier ones left
-    standing (without a random start, so that the runs are deterministic)."""
+    standing (without a random start, so that the runs are deterministic). With ``first_success``
+    a run's own record of which images it fooled stands in for a forward pass on its result: the
+    same choice as the loop's, which asks the model."""
     model, x, y = _model_and_data()
     a = AttackSpec(eps=0.05, step_size=0.05, steps=5, loss="margin", target_classes=3, step_schedule="cosine",
-                   random_start=False)
+                   random_start=False, first_success=first_success)
     torch.manual_seed(1)
     adv = perturb(model, x, y, a)
 
@@ -134,7 +138,8 @@ def test_target_classes_keep_the_first_success_of_independent_targeted_runs():
     for j in range(3):
         goal = torch.tensor([r[j] for r in ranked])
         run = perturb(model, x, y, AttackSpec(eps=0.05, step_size=0.05, steps=5, loss="margin", targeted=True,
-                                              step_schedule="cosine", random_start=False), target=goal)
+                                              step_schedule="cosine", random_start=False,
+                                              first_success=first_success), target=goal)
         with torch.no_grad():
             fooled = model(run).argmax(1) != y
         if expected is None:

@@ -133,7 +133,7 @@ def perturb(model, x: torch.Tensor, y: torch.Tensor, a: AttackSpec,
         return x.detach().clone()
     x = x.detach()
     if objective is not None or start is not None:
-        return _pgd(model, x, y, a, None, objective, start)
+        return _pgd(model, x, y, a, None, objective, start)[0]
     if a.target_classes:
         with torch.no_grad():
             targets = top_wrong_classes(model(x).float(), y, a.target_classes)
@@ -146,7 +146,7 @@ def perturb(model, x: torch.Tensor, y: torch.Tensor, a: AttackSpec,
     else:
         targets = [None]
     if len(targets) == 1 and a.restarts == 1:
-        return _pgd(model, x, y, a, targets[0])
+        return _pgd(model, x, y, a, targets[0])[0]
     return _first_successes(model, x, y, a, targets)
 
 
@@ -167,10 +167,11 @@ def _first_successes(model, x: torch.Tensor, y: torch.Tensor, a: AttackSpec,
             todo = (~done).nonzero().squeeze(1) if shrink else everyone
             if len(todo) == 0:
                 return best
-            candidate = _pgd(model, x[todo], y[todo], a, None if goal is None else goal[todo])
-            with torch.no_grad():
-                pred = model(candidate).argmax(1)
-            success = (pred == goal[todo]) if a.targeted and not a.target_classes else (pred != y[todo])
+            candidate, success = _pgd(model, x[todo], y[todo], a, None if goal is None else goal[todo])
+            if success is None:
+                with torch.no_grad():
+                    pred = model(candidate).argmax(1)
+                success = (pred == goal[todo]) if a.targeted and not a.target_classes else (pred != y[todo])
             if best is None:
                 best = candidate
             else:
@@ -181,9 +182,12 @@ def _first_successes(model, x: torch.Tensor, y: torch.Tensor, a: AttackSpec,
 
 
 def _pgd(model, x: torch.Tensor, y: torch.Tensor, a: AttackSpec, target: torch.Tensor | None,
-         objective: Objective | None = None, start: torch.Tensor | None = None) -> torch.Tensor:
+         objective: Objective | None = None, start: torch.Tensor | None = None
+         ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One run from a random start (or ``start``): towards ``target`` when given, else away from
-    y, ascending ``objective`` (default: ``a.loss``)."""
+    y, ascending ``objective`` (default: ``a.loss``). Returns the examples and, under
+    ``a.first_success``, which of them fool the model (known from the run's own forward passes;
+    None otherwise)."""
     objective = objective or ATTACK_LOSSES.get(a.loss)
     delta = project(random_start(x, a) if start is None else start.expand_as(x).clone(), x, a)
     kept = FirstSuccess(y, target if a.targeted and not a.target_classes else None) if a.first_success else None
@@ -201,8 +205,8 @@ def _pgd(model, x: torch.Tensor, y: torch.Tensor, a: AttackSpec, target: torch.T
     if kept is not None:
         with torch.no_grad():
             kept.update(delta, model(x + delta).float())
-        delta = kept.result(delta)
-    return (x + delta).detach()
+        return (x + kept.result(delta)).detach(), kept.found
+    return (x + delta).detach(), None
 
 
 class FirstSuccess:
