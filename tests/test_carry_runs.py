@@ -1,0 +1,74 @@
+"""benchmarks/carry_runs.py: a sweep's finished runs saved without weights and restored into a new
+sweep folder count as done there. Checked against the sweep itself: the second sweep runs only the
+cell that was not carried, and its summary.csv holds the first sweep's rows unchanged."""
+
+import csv
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+from tradeoff.sweeps.sweep import sweep
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "carry_runs.py"
+
+TABLE = """
+id: carried
+table: Table 1(a)
+title: cheap cells for the carry test
+datasets: [digits]
+layout: {rows: [Adv. Defense]}
+metrics: {Accuracy: accuracy}
+base:
+  trigger: {size: 2}
+  data: {train_subset: 50, test_subset: 20}
+  train: {epochs: 1, batch_size: 50}
+  eval: {masking_checks: false, saliency: false, adversarial: false}
+cells:
+  - setting: Adv. Defense=None (Std. Training)
+    set: {adversarial_defense: {objective: none}}
+"""
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("carry_runs", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["carry_runs"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def rows(folder: Path) -> dict:
+    with open(folder / "summary.csv", newline="") as f:
+        return {r["run"]: r for r in csv.DictReader(f)}
+
+
+def test_restored_runs_are_done_in_a_new_sweep_folder_and_only_the_rest_runs(tmp_path, capsys):
+    carry = load_script()
+    table = tmp_path / "carried.yaml"
+    table.write_text(TABLE)
+    first = tmp_path / "first"
+    done = sweep([str(table)], "smoke", first, seeds=2, echo=lambda _: None)
+    assert len(done.ran) == 2
+    kept = tmp_path / "kept"
+    assert carry.main(["save", str(first), "--to", str(kept)]) == 0
+    assert sorted(p.name for p in (kept / done.ran[0]).iterdir()) == ["metrics.json", "spec.yaml"]
+    shutil.rmtree(kept / done.ran[1])  # a run that had not finished when the session ended
+
+    second = tmp_path / "second"
+    assert carry.main(["restore", str(kept), "--to", str(second)]) == 0
+    assert carry.main(["restore", str(kept), "--to", str(second)]) == 0  # again: nothing replaced
+    assert "0 run(s) restored" in capsys.readouterr().out.splitlines()[-1]
+    again = sweep([str(table)], "smoke", second, seeds=2, echo=lambda _: None)
+    assert again.cached == [done.ran[0]] and again.ran == [done.ran[1]]
+    assert rows(second)[done.ran[0]] == rows(first)[done.ran[0]]
+    assert not list(second.glob(".*.restoring"))
+
+
+def test_a_missing_folder_is_one_sentence_and_exit_2(tmp_path, capsys):
+    carry = load_script()
+    assert carry.main(["save", str(tmp_path / "nowhere"), "--to", str(tmp_path / "kept")]) == 2
+    assert carry.main(["restore", str(tmp_path / "nowhere"), "--to", str(tmp_path / "sweep")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"carry_runs: no sweep folder {tmp_path / 'nowhere'}.",
+                   f"carry_runs: no carried runs in {tmp_path / 'nowhere'}."]
