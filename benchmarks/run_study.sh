@@ -1,0 +1,41 @@
+#!/bin/bash
+# The study at the cpu preset on MNIST, table by table, into one sweep folder (tables share the
+# cells whose specs agree), resumable across working sessions that lose the sweep folder:
+#   - the finished runs carried from earlier sessions are restored first (benchmarks/carry_runs.py);
+#   - each table is swept over 3 seeds, then recorded under benchmarks/results/cpu-mnist/TABLE
+#     (benchmarks/record_table.py) as soon as it completes;
+#   - after each table the finished runs are carried again, so a stop loses only the cells in flight.
+# One thread a process, --workers 2, under nice. Progress: SWEEP/../progress.log.
+#
+#   benchmarks/run_study.sh SWEEP_FOLDER table1b supp2 table1a ...
+#
+# CODE (default: this checkout) is the checkout whose src/ runs, so that a frozen copy (a git
+# worktree) can run the sweep while this one changes; results are written into RESULTS (default:
+# this checkout's benchmarks/results).
+set -u
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+CODE=${CODE:-$HERE}
+RESULTS=${RESULTS:-$HERE/benchmarks/results}
+PY=${PY:-$HERE/.venv/bin/python}
+SWEEP=$1; shift
+CARRIED=$RESULTS/in-progress/cpu-mnist
+LOG=$(dirname "$SWEEP")/progress.log
+export PYTHONPATH=$CODE/src OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+mkdir -p "$SWEEP"
+say() { echo "$(date -u +%FT%T) $*" >> "$LOG"; }
+cd "$CODE"
+[ -d "$CARRIED" ] && say "$($PY benchmarks/carry_runs.py restore "$CARRIED" --to "$SWEEP")"
+for table in "$@"; do
+  say "start $table"
+  nice -n 10 $PY -m tradeoff sweep "$table" --preset cpu --datasets mnist --seeds 3 --workers 2 --out "$SWEEP" \
+    >> "$(dirname "$SWEEP")/$table.log" 2>&1
+  rc=$?
+  say "sweep $table rc=$rc"
+  say "$($PY benchmarks/carry_runs.py save "$SWEEP" --to "$CARRIED")"
+  if [ $rc -eq 0 ]; then
+    nice -n 10 $PY benchmarks/record_table.py "$table" --sweep "$SWEEP" --out "$RESULTS/cpu-mnist/$table" \
+      --command "tradeoff sweep $table --preset cpu --datasets mnist --seeds 3 --workers 2 --out SWEEP" \
+      >> "$(dirname "$SWEEP")/$table.log" 2>&1
+    say "recorded $table rc=$?"
+  fi
+done
