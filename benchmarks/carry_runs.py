@@ -4,7 +4,9 @@ does not survive (a scratch disk, a fresh checkout): ``save`` copies each finish
 ``restore`` puts them back into a new sweep folder, where the sweep counts them as done and runs
 only the rest. What a restored run lacks: its weights (``tradeoff defend`` and the transfer check
 of a pair whose other run finishes later need them), its log and its saliency maps (a report's
-saliency figure leaves out pairs without them).
+saliency figure leaves out pairs without them). Each carried run names the commit that made it
+(``made_with.txt``: the commit of the checkout ``save`` runs from, when the run is first carried),
+which ``record_table.py`` lists when a table's runs come from several.
 
     python benchmarks/carry_runs.py save SWEEP --to benchmarks/results/in-progress/cpu-mnist
     python benchmarks/carry_runs.py restore benchmarks/results/in-progress/cpu-mnist --to SWEEP
@@ -14,23 +16,35 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 from tradeoff.records.folders import finished_runs
 
 KEPT = ("spec.yaml", "metrics.json")
+MADE_WITH = "made_with.txt"
 
 
-def save(sweep: Path, carried: Path) -> list[str]:
+def head_commit() -> str:
+    out = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"],
+                         capture_output=True, text=True, check=False)
+    return out.stdout.strip() or "unknown"
+
+
+def save(sweep: Path, carried: Path, code: str) -> list[str]:
     """Copy the kept files of every finished run of ``sweep`` into ``carried`` (replacing an older
-    copy of the same run); the names of the runs copied."""
+    copy of the same run); a run carried for the first time, and not restored from an earlier
+    session, is marked as made with ``code``. The names of the runs copied."""
     names = []
     for run in finished_runs(sweep):
         target = carried / run.name
         target.mkdir(parents=True, exist_ok=True)
         for name in KEPT:
             shutil.copy2(run / name, target / name)
+        if not (target / MADE_WITH).is_file():
+            made_with = run / MADE_WITH
+            (target / MADE_WITH).write_text(made_with.read_text() if made_with.is_file() else code + "\n")
         names.append(run.name)
     return names
 
@@ -47,8 +61,9 @@ def restore(carried: Path, sweep: Path) -> tuple[list[str], list[str]]:
         partial = sweep / f".{run.name}.restoring"
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-        for name in KEPT:
-            shutil.copy2(run / name, partial / name)
+        for name in (*KEPT, MADE_WITH):
+            if (run / name).is_file():
+                shutil.copy2(run / name, partial / name)
         partial.rename(target)  # whole or not at all: a stopped restore leaves no half run folder
         restored.append(run.name)
     return restored, present
@@ -60,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("save", help="copy a sweep folder's finished runs (spec and metrics) into a kept folder")
     s.add_argument("sweep", type=Path)
     s.add_argument("--to", type=Path, required=True, dest="carried")
+    s.add_argument("--code", help="the commit the sweep runs (default: this checkout's HEAD)")
     r = sub.add_parser("restore", help="put carried runs back into a sweep folder")
     r.add_argument("carried", type=Path)
     r.add_argument("--to", type=Path, required=True, dest="sweep")
@@ -68,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.sweep.is_dir():
             print(f"carry_runs: no sweep folder {args.sweep}.", file=sys.stderr)
             return 2
-        names = save(args.sweep, args.carried)
+        names = save(args.sweep, args.carried, args.code or head_commit())
         print(f"{len(names)} finished run(s) of {args.sweep} carried in {args.carried}")
         return 0
     if not args.carried.is_dir():

@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import platform
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -52,6 +54,18 @@ def summary_rows(sweep: Path, runs: list[str]) -> tuple[list[str], list[dict]]:
         reader = csv.DictReader(f)
         rows = [row for row in reader if row["run"] in set(runs)]
         return list(reader.fieldnames or []), rows
+
+
+def codes(sweep: Path, runs: list[str], current: str) -> str:
+    """The commits the runs were made with: each carried run's ``made_with.txt`` (see
+    carry_runs.py), ``current`` for the rest; with their counts when there are several."""
+    made = Counter()
+    for r in runs:
+        marker = sweep / r / "made_with.txt"
+        made[marker.read_text().strip() if marker.is_file() else current] += 1
+    if len(made) == 1:
+        return next(iter(made))
+    return ", ".join(f"{c} ({n} runs)" for c, n in made.most_common())
 
 
 def commit() -> str:
@@ -96,13 +110,16 @@ def main() -> int:
         written = write_report(scratch, out)
 
     summed, elapsed = seconds(sweep, done)
+    carried = sum(not (sweep / r / "log.txt").is_file() for r in done)
+    carried_note = (f"; {carried} of them carried from an earlier working session (`carry_runs.py`: without "
+                    "weights, log or saliency maps, so the saliency figure leaves their pairs out)" if carried else "")
     versions = ", ".join(f"{p} {version(p)}" for p in PACKAGES if _installed(p))
     (out / "RUN.md").write_text(
         f"# {manifest.paper_table}: how this was run\n\n"
-        f"- command: `{args.command}`\n- code: {args.code or commit()}\n"
+        f"- command: `{args.command}`\n- code: {codes(sweep, done, args.code or commit())}\n"
         f"- Python {platform.python_version()}, {versions}\n"
-        f"- machine: {platform.machine()}, 2 CPU cores, one thread per process\n"
-        f"- runs: {len(done)}; the cells' training, evaluation and defence seconds summed: {summed / 3600:.2f} "
+        f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, one thread per process\n"
+        f"- runs: {len(done)}{carried_note}; the cells' training, evaluation and defence seconds summed: {summed / 3600:.2f} "
         f"core-hours; first start to last finish: {elapsed / 3600:.2f} hours (with other work on the machine)\n")
     print("\n".join(str(p) for p in [out / "summary.csv", out / "RUN.md", *written]))
     return 0

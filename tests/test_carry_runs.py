@@ -1,5 +1,6 @@
 """benchmarks/carry_runs.py: a sweep's finished runs saved without weights and restored into a new
-sweep folder count as done there. Checked against the sweep itself: the second sweep runs only the
+sweep folder count as done there, each naming the commit that made it, and record_table.py
+lists the commits and the carried runs of a table recorded from such a folder. Checked against the sweep itself: the second sweep runs only the
 cell that was not carried, and its summary.csv holds the first sweep's rows unchanged."""
 
 import csv
@@ -11,6 +12,7 @@ from pathlib import Path
 from tradeoff.sweeps.sweep import sweep
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "carry_runs.py"
+RECORD = Path(__file__).resolve().parents[1] / "benchmarks" / "record_table.py"
 
 TABLE = """
 id: carried
@@ -30,10 +32,10 @@ cells:
 """
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("carry_runs", SCRIPT)
+def load_script(path: Path = SCRIPT):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules["carry_runs"] = module
+    sys.modules[path.stem] = module
     spec.loader.exec_module(module)
     return module
 
@@ -43,7 +45,7 @@ def rows(folder: Path) -> dict:
         return {r["run"]: r for r in csv.DictReader(f)}
 
 
-def test_restored_runs_are_done_in_a_new_sweep_folder_and_only_the_rest_runs(tmp_path, capsys):
+def test_restored_runs_are_done_in_a_new_sweep_folder_and_only_the_rest_runs(tmp_path, capsys, monkeypatch):
     carry = load_script()
     table = tmp_path / "carried.yaml"
     table.write_text(TABLE)
@@ -51,8 +53,8 @@ def test_restored_runs_are_done_in_a_new_sweep_folder_and_only_the_rest_runs(tmp
     done = sweep([str(table)], "smoke", first, seeds=2, echo=lambda _: None)
     assert len(done.ran) == 2
     kept = tmp_path / "kept"
-    assert carry.main(["save", str(first), "--to", str(kept)]) == 0
-    assert sorted(p.name for p in (kept / done.ran[0]).iterdir()) == ["metrics.json", "spec.yaml"]
+    assert carry.main(["save", str(first), "--to", str(kept), "--code", "abc123"]) == 0
+    assert sorted(p.name for p in (kept / done.ran[0]).iterdir()) == ["made_with.txt", "metrics.json", "spec.yaml"]
     shutil.rmtree(kept / done.ran[1])  # a run that had not finished when the session ended
 
     second = tmp_path / "second"
@@ -63,6 +65,22 @@ def test_restored_runs_are_done_in_a_new_sweep_folder_and_only_the_rest_runs(tmp
     assert again.cached == [done.ran[0]] and again.ran == [done.ran[1]]
     assert rows(second)[done.ran[0]] == rows(first)[done.ran[0]]
     assert not list(second.glob(".*.restoring"))
+    # carried again from the new folder (by newer code): the restored run keeps the commit that made it
+    assert carry.main(["save", str(second), "--to", str(kept), "--code", "def456"]) == 0
+    assert (kept / done.ran[0] / "made_with.txt").read_text() == "abc123\n"
+    assert (kept / done.ran[1] / "made_with.txt").read_text() == "def456\n"
+
+    # the table recorded from the new folder names both commits and the carried run
+    # (the rerun cell, made in this session, has no made_with.txt in the sweep folder: the current commit)
+    record = load_script(RECORD)
+    out = tmp_path / "recorded"
+    monkeypatch.setattr(sys, "argv", ["record_table.py", "carried", "--sweep", str(second), "--preset", "smoke",
+                                      "--out", str(out), "--command", "tradeoff sweep carried.yaml", "--code", "def456"])
+    assert record.main() == 0
+    run_md = (out / "RUN.md").read_text()
+    assert "- code: abc123 (1 runs), def456 (1 runs)" in run_md or "- code: def456 (1 runs), abc123 (1 runs)" in run_md
+    assert "- runs: 2; 1 of them carried from an earlier working session" in run_md
+    assert rows(out) == rows(second) and (out / "report.md").is_file()
 
 
 def test_a_missing_folder_is_one_sentence_and_exit_2(tmp_path, capsys):
