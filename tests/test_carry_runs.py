@@ -1,7 +1,8 @@
 """benchmarks/carry_runs.py: a sweep's finished runs saved without weights and restored into a new
-sweep folder count as done there, each naming the commit that made it, and record_table.py
-lists the commits and the carried runs of a table recorded from such a folder. Checked against the sweep itself: the second sweep runs only the
-cell that was not carried, and its summary.csv holds the first sweep's rows unchanged."""
+sweep folder count as done there, each naming the commit that made it, and record_table.py lists
+the commits and the carried runs of a table recorded from such a folder. Checked against the sweep
+itself: the second sweep runs only the cell that was not carried, and its summary.csv holds the
+first sweep's rows unchanged."""
 
 import csv
 import importlib.util
@@ -9,27 +10,13 @@ import shutil
 import sys
 from pathlib import Path
 
+from tiny_spec import tiny_table
 from tradeoff.sweeps.sweep import sweep
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "carry_runs.py"
 RECORD = Path(__file__).resolve().parents[1] / "benchmarks" / "record_table.py"
 
-TABLE = """
-id: carried
-table: Table 1(a)
-title: cheap cells for the carry test
-datasets: [digits]
-layout: {rows: [Adv. Defense]}
-metrics: {Accuracy: accuracy}
-base:
-  trigger: {size: 2}
-  data: {train_subset: 50, test_subset: 20}
-  train: {epochs: 1, batch_size: 50}
-  eval: {masking_checks: false, saliency: false, adversarial: false}
-cells:
-  - setting: Adv. Defense=None (Std. Training)
-    set: {adversarial_defense: {objective: none}}
-"""
+TABLE = tiny_table("carried")
 
 
 def load_script(path: Path = SCRIPT):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tiny_spec import tiny_table
 from tradeoff.records import claims
 from tradeoff.records.claims import Claim, ClaimHeld
 from tradeoff.records.folders import finished_runs, run_folder_claim, write_summary
@@ -30,22 +31,7 @@ from tradeoff.sweeps import cluster
 from tradeoff.sweeps.grids import expand, load_table
 from tradeoff.sweeps.sweep import status, sweep, write_manifest
 
-TABLE = """
-id: writers
-table: Table 1(a)
-title: cheap cells for the many-writers tests
-datasets: [digits]
-layout: {rows: [Adv. Defense]}
-metrics: {Accuracy: accuracy}
-base:
-  trigger: {size: 2}
-  data: {train_subset: 50, test_subset: 20}
-  train: {epochs: 1, batch_size: 50}
-  eval: {masking_checks: false, saliency: false, adversarial: false}
-cells:
-  - setting: Adv. Defense=None (Std. Training)
-    set: {adversarial_defense: {objective: none}}
-"""
+TABLE = tiny_table("writers")
 LOCAL_JOB = {"SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_NTASKS": "1", "SUBMITIT_LOCAL_NODEID": "0",
              "SUBMITIT_LOCAL_JOB_NUM_NODES": "1", "SUBMITIT_LOCAL_GLOBALID": "0", "SUBMITIT_LOCAL_LOCALID": "0"}
 
