@@ -2,8 +2,8 @@
 the nodes of a shared filesystem (NFS included), without relying on file locks.
 
 A claim on ``PATH`` is the file ``PATH.claim``, linked into place whole (``link`` fails when the
-name exists, atomically, on NFS too) and holding its holder's host, pid and a random token. While held, a daemon thread
-touches it every ``lease / 4`` seconds: its modification time is the heartbeat. A claim is stale
+name exists, atomically, on NFS too) and holding its holder's host, pid and a random token. While
+held, a daemon thread touches it every ``lease / 4`` seconds: its modification time is the heartbeat. A claim is stale
 when its holder is known dead (same host, no such pid) or its heartbeat is older than ``lease``
 (another host, or a stopped process); a stale claim is broken under a second, short claim
 (``PATH.claim.break``) so that two processes recovering it at once cannot remove a fresh one.
