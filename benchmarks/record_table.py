@@ -119,8 +119,8 @@ def main() -> int:
         f"- command: `{args.command}`\n- code: {codes(sweep, done, args.code or commit())}\n"
         f"- Python {platform.python_version()}, {versions}\n"
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, one thread per process\n"
-        f"- runs: {len(done)}{carried_note}; the cells' training, evaluation and defence seconds summed: {summed / 3600:.2f} "
-        f"core-hours; first start to last finish: {elapsed / 3600:.2f} hours (with other work on the machine)\n")
+        f"- runs: {len(done)}{carried_note}; the cells' training, evaluation and defence seconds summed: "
+        f"{summed / 3600:.2f} core-hours; first start to last finish: {elapsed / 3600:.2f} hours (with other work on the machine)\n")
     print("\n".join(str(p) for p in [out / "summary.csv", out / "RUN.md", *written]))
     return 0
 

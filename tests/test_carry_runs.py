@@ -41,7 +41,8 @@ def test_restored_runs_are_done_in_a_new_sweep_folder_and_only_the_rest_runs(tmp
     assert len(done.ran) == 2
     kept = tmp_path / "kept"
     assert carry.main(["save", str(first), "--to", str(kept), "--code", "abc123"]) == 0
-    assert sorted(p.name for p in (kept / done.ran[0]).iterdir()) == ["made_with.txt", "metrics.json", "spec.yaml"]
+    carried = sorted(p.name for p in (kept / done.ran[0]).iterdir())
+    assert carried == ["made_with.txt", "metrics.json", "spec.yaml"]
     shutil.rmtree(kept / done.ran[1])  # a run that had not finished when the session ended
 
     second = tmp_path / "second"
@@ -61,8 +62,8 @@ def test_restored_runs_are_done_in_a_new_sweep_folder_and_only_the_rest_runs(tmp
     # (the rerun cell, made in this session, has no made_with.txt in the sweep folder: the current commit)
     record = load_script(RECORD)
     out = tmp_path / "recorded"
-    monkeypatch.setattr(sys, "argv", ["record_table.py", "carried", "--sweep", str(second), "--preset", "smoke",
-                                      "--out", str(out), "--command", "tradeoff sweep carried.yaml", "--code", "def456"])
+    monkeypatch.setattr(sys, "argv", ["record_table.py", "carried", "--sweep", str(second), "--preset", "smoke", "--out",
+                                      str(out), "--command", "tradeoff sweep carried.yaml", "--code", "def456"])
     assert record.main() == 0
     run_md = (out / "RUN.md").read_text()
     assert "- code: abc123 (1 runs), def456 (1 runs)" in run_md or "- code: def456 (1 runs), abc123 (1 runs)" in run_md
