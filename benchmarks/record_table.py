@@ -120,7 +120,8 @@ def main() -> int:
         f"- Python {platform.python_version()}, {versions}\n"
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, one thread per process\n"
         f"- runs: {len(done)}{carried_note}; the cells' training, evaluation and defence seconds summed: "
-        f"{summed / 3600:.2f} core-hours; first start to last finish: {elapsed / 3600:.2f} hours (with other work on the machine)\n")
+        f"{summed / 3600:.2f} core-hours; first start to last finish: {elapsed / 3600:.2f} hours "
+        "(with other work on the machine)\n")
     print("\n".join(str(p) for p in [out / "summary.csv", out / "RUN.md", *written]))
     return 0
 

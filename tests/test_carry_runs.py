@@ -62,8 +62,9 @@ def test_restored_runs_are_done_in_a_new_sweep_folder_and_only_the_rest_runs(tmp
     # (the rerun cell, made in this session, has no made_with.txt in the sweep folder: the current commit)
     record = load_script(RECORD)
     out = tmp_path / "recorded"
-    monkeypatch.setattr(sys, "argv", ["record_table.py", "carried", "--sweep", str(second), "--preset", "smoke", "--out",
-                                      str(out), "--command", "tradeoff sweep carried.yaml", "--code", "def456"])
+    argv = ["record_table.py", "carried", "--sweep", str(second), "--preset", "smoke", "--out", str(out),
+            "--command", "tradeoff sweep carried.yaml", "--code", "def456"]
+    monkeypatch.setattr(sys, "argv", argv)
     assert record.main() == 0
     run_md = (out / "RUN.md").read_text()
     assert "- code: abc123 (1 runs), def456 (1 runs)" in run_md or "- code: def456 (1 runs), abc123 (1 runs)" in run_md
