@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import heapq
-import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -34,6 +33,7 @@ import yaml
 from tradeoff.config.build import spec_from_dict
 from tradeoff.core.spec import Spec
 from tradeoff.records.folders import finished_runs
+from tradeoff.records.record import read_record
 from tradeoff.report.collect import run_seconds
 from tradeoff.sweeps import grids
 from tradeoff.sweeps.sweep import seed_major
@@ -59,7 +59,7 @@ def measured_seconds(folders: list[Path]) -> tuple[dict[str, list[float]], dict[
     for folder in folders:
         for run in finished_runs(folder):
             spec = spec_from_dict(yaml.safe_load((run / "spec.yaml").read_text()))
-            seconds = run_seconds(json.loads((run / "metrics.json").read_text()))
+            seconds = run_seconds(read_record(run))
             by_cell[any_seed(spec)].append(seconds)
             by_cost[same_cost(spec)].append(seconds)
     return by_cell, by_cost
