@@ -5,26 +5,15 @@ itself: the second sweep runs only the cell that was not carried, and its summar
 first sweep's rows unchanged."""
 
 import csv
-import importlib.util
 import shutil
 import sys
 from pathlib import Path
 
+from benchmark_script import load
 from tiny_spec import tiny_table
 from tradeoff.sweeps.sweep import sweep
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "carry_runs.py"
-RECORD = Path(__file__).resolve().parents[1] / "benchmarks" / "record_table.py"
-
 TABLE = tiny_table("carried")
-
-
-def load_script(path: Path = SCRIPT):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def rows(folder: Path) -> dict:
@@ -33,7 +22,7 @@ def rows(folder: Path) -> dict:
 
 
 def test_restored_runs_are_done_in_a_new_sweep_folder_and_only_the_rest_runs(tmp_path, capsys, monkeypatch):
-    carry = load_script()
+    carry = load("carry_runs")
     table = tmp_path / "carried.yaml"
     table.write_text(TABLE)
     first = tmp_path / "first"
@@ -60,7 +49,7 @@ def test_restored_runs_are_done_in_a_new_sweep_folder_and_only_the_rest_runs(tmp
 
     # the table recorded from the new folder names both commits and the carried run
     # (the rerun cell, made in this session, has no made_with.txt in the sweep folder: the current commit)
-    record = load_script(RECORD)
+    record = load("record_table")
     out = tmp_path / "recorded"
     argv = ["record_table.py", "carried", "--sweep", str(second), "--preset", "smoke", "--out", str(out),
             "--command", "tradeoff sweep carried.yaml", "--code", "def456"]
@@ -73,7 +62,7 @@ def test_restored_runs_are_done_in_a_new_sweep_folder_and_only_the_rest_runs(tmp
 
 
 def test_a_missing_folder_is_one_sentence_and_exit_2(tmp_path, capsys):
-    carry = load_script()
+    carry = load("carry_runs")
     assert carry.main(["save", str(tmp_path / "nowhere"), "--to", str(tmp_path / "kept")]) == 2
     assert carry.main(["restore", str(tmp_path / "nowhere"), "--to", str(tmp_path / "sweep")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

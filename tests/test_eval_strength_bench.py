@@ -1,20 +1,14 @@
 """benchmarks/bench_eval_strength.py: the criterion's verdict per checked model and the merge of
 runs made apart (one process per core) into one table, computed by hand on given rows."""
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_eval_strength.py"
+from benchmark_script import load
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_eval_strength", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules["bench_eval_strength"] = bench
-    spec.loader.exec_module(bench)
-    return bench
+    return load("bench_eval_strength")
 
 
 def _row(model, seed, ours, autoattack, spatial_gap=None):

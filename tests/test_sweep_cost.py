@@ -2,29 +2,17 @@
 timed stages as its metrics.json gives them (here training and evaluation, added by hand), filed
 under the cell (any seed) it stands for."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
+from benchmark_script import load
 from tiny_spec import tiny_table
 from tradeoff.sweeps.sweep import sweep
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sweep_cost.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("sweep_cost", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["sweep_cost"] = module
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_measured_seconds_sum_each_runs_stages_under_its_cell(tmp_path):
-    cost = load_script()
+    cost = load("sweep_cost")
     table = tmp_path / "costed.yaml"
     table.write_text(tiny_table("costed"))
     out = tmp_path / "sweep"

@@ -1,0 +1,17 @@
+"""A script of benchmarks/ loaded as a module, for the tests of its functions."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name: str):
+    """benchmarks/``name``.py as the module ``name`` (registered in sys.modules: its dataclasses
+    look their module up)."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
