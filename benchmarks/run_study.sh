@@ -26,16 +26,15 @@ say() { echo "$(date -u +%FT%T) $*" >> "$LOG"; }
 cd "$CODE"
 [ -d "$CARRIED" ] && say "$($PY benchmarks/carry_runs.py restore "$CARRIED" --to "$SWEEP")"
 for table in "$@"; do
+  sweep_args="$table --preset cpu --datasets mnist --seeds 3 --workers 2"  # run as recorded
   say "start $table"
-  nice -n 10 $PY -m tradeoff sweep "$table" --preset cpu --datasets mnist --seeds 3 --workers 2 --out "$SWEEP" \
-    >> "$(dirname "$SWEEP")/$table.log" 2>&1
+  nice -n 10 $PY -m tradeoff sweep $sweep_args --out "$SWEEP" >> "$(dirname "$SWEEP")/$table.log" 2>&1
   rc=$?
   say "sweep $table rc=$rc"
   say "$($PY benchmarks/carry_runs.py save "$SWEEP" --to "$CARRIED")"
   if [ $rc -eq 0 ]; then
     nice -n 10 $PY benchmarks/record_table.py "$table" --sweep "$SWEEP" --out "$RESULTS/cpu-mnist/$table" \
-      --command "tradeoff sweep $table --preset cpu --datasets mnist --seeds 3 --workers 2 --out SWEEP" \
-      >> "$(dirname "$SWEEP")/$table.log" 2>&1
+      --command "tradeoff sweep $sweep_args --out SWEEP" >> "$(dirname "$SWEEP")/$table.log" 2>&1
     say "recorded $table rc=$?"
   fi
 done

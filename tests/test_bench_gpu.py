@@ -1,15 +1,12 @@
 """benchmarks/bench_gpu.py runs end to end (here on the CPU at its tiny budget) and writes every
 field its GPU record needs."""
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
+from benchmark_script import load
 
 
 def positive_finite(value) -> bool:
@@ -23,10 +20,7 @@ def test_bench_gpu_tiny_on_the_cpu_writes_every_field(tmp_path):
     toolkit/bare ratios are positive finite numbers; the end-to-end Table 1(a) cell ran on the
     generated IDX files and trained; the paper's CIFAR-10 cell is projected from its measured
     seconds per step times its 100,000 steps; the JSON file holds the same."""
-    spec = importlib.util.spec_from_file_location("bench_gpu", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules["bench_gpu"] = bench  # its dataclasses look their module up
-    spec.loader.exec_module(bench)
+    bench = load("bench_gpu")
     result = bench.main(["--device", "cpu", "--tiny", "--out", str(tmp_path)])
     assert json.loads((tmp_path / "bench_gpu.json").read_text()) == json.loads(json.dumps(result))
     assert result["device"] == "cpu" and result["tiny"] and result["tf32"]["setting"] == "convolutions"

@@ -1,25 +1,16 @@
 """benchmarks/cell_cost.py probes a cell with its own spec cut short and scales the probe's stage
 times back to the cell's steps and test images."""
 
-import importlib.util
-import sys
 from types import SimpleNamespace
-from pathlib import Path
 
 import pytest
 
+from benchmark_script import load
 from tradeoff.config.build import load_spec
 from tradeoff.records.record import RunRecord
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "cell_cost.py"
-
-
 def load_bench():
-    spec = importlib.util.spec_from_file_location("cell_cost", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules["cell_cost"] = bench  # its dataclasses look their module up
-    spec.loader.exec_module(bench)
-    return bench
+    return load("cell_cost")
 
 
 def test_the_estimate_is_the_probes_stage_times_scaled_by_steps_and_test_images(monkeypatch):

@@ -5,20 +5,18 @@ earlier version (benchmarks/results/cpu-mnist/table1b)."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
+from benchmark_script import load
 from tradeoff.cli import main
 from tradeoff.sweeps import grids
 from tradeoff.sweeps.sweep import write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
-EARLIER_TABLE1B = ROOT / "tests" / "data" / "findings-table1b-earlier"  # Table 1(b) as recorded before the clipped ends
-spec = importlib.util.spec_from_file_location("findings_script", ROOT / "benchmarks" / "findings.py")
-findings_script = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(findings_script)
+EARLIER_TABLE1B = ROOT / "tests" / "data" / "findings-table1b-earlier"  # as recorded before the clipped ends
+findings_script = load("findings")
 
 # Table 1(a), standard vs adversarial training over 3 seeds: backdoor success +40, +40, +43 (p 0.0006),
 # accuracy -4, -8, -6 and robustness +4, +8, +6 (p 0.035 each, by t with 2 degrees of freedom:
