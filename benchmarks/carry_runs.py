@@ -16,20 +16,15 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 from tradeoff.records.folders import finished_runs
 
+from outputs import head_commit
+
 KEPT = ("spec.yaml", "metrics.json")
 MADE_WITH = "made_with.txt"
-
-
-def head_commit() -> str:
-    out = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"],
-                         capture_output=True, text=True, check=False)
-    return out.stdout.strip() or "unknown"
 
 
 def save(sweep: Path, carried: Path, code: str) -> list[str]:

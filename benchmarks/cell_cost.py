@@ -35,6 +35,8 @@ from tradeoff.pipeline.experiment import run_experiment
 from tradeoff.records.names import TRAIN_STEPS
 from tradeoff.sweeps import grids
 
+from outputs import emit
+
 PER_TEST_IMAGE = ("eval_seconds", "masking_seconds", "saliency_seconds", "autoattack_seconds")
 
 
@@ -113,11 +115,7 @@ def main(argv=None) -> None:
                      f"{e.total / 60:.1f} |")
     total = sum(e.total for e in estimates)
     lines += ["", f"Summed: {total / 3600:.2f} core-hours over {len(estimates)} cells (one seed)."]
-    text = "\n".join(lines)
-    print(text)
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(text + "\n")
+    emit("\n".join(lines), args.markdown)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections import Counter
@@ -27,6 +26,8 @@ from pathlib import Path
 
 from tradeoff.records.manifest import manifest_path, read_manifest
 from tradeoff.report import write_report
+
+from outputs import head_commit
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "pyautoattack")
@@ -67,10 +68,6 @@ def codes(sweep: Path, runs: list[str], current: str) -> str:
         return next(iter(made))
     return ", ".join(f"{c} ({n} runs)" for c, n in made.most_common())
 
-
-def commit() -> str:
-    out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
-    return out.stdout.strip() or "unknown"
 
 
 def main() -> int:
@@ -116,7 +113,7 @@ def main() -> int:
     versions = ", ".join(f"{p} {version(p)}" for p in PACKAGES if _installed(p))
     (out / "RUN.md").write_text(
         f"# {manifest.paper_table}: how this was run\n\n"
-        f"- command: `{args.command}`\n- code: {codes(sweep, done, args.code or commit())}\n"
+        f"- command: `{args.command}`\n- code: {codes(sweep, done, args.code or head_commit())}\n"
         f"- Python {platform.python_version()}, {versions}\n"
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, one thread per process\n"
         f"- runs: {len(done)}{carried_note}; the cells' training, evaluation and defence seconds summed: "

@@ -38,6 +38,8 @@ from tradeoff.report.collect import run_seconds
 from tradeoff.sweeps import grids
 from tradeoff.sweeps.sweep import seed_major
 
+from outputs import emit
+
 
 def any_seed(spec) -> str:
     """The digest of ``spec`` at seed 0: equal for every seed of one cell."""
@@ -118,11 +120,7 @@ def main(argv=None) -> None:
              f"{makespan(durations, args.workers) / 3600:.2f} hours."]
     if unmeasured:
         lines.append(f"Not measured ({len(unmeasured)}, not counted): " + ", ".join(unmeasured))
-    text = "\n".join(lines)
-    print(text)
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(text + "\n")
+    emit("\n".join(lines), args.markdown)
 
 
 if __name__ == "__main__":
