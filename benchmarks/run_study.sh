@@ -2,12 +2,14 @@
 # The study at the cpu preset on MNIST, table by table, into one sweep folder (tables share the
 # cells whose specs agree), resumable across working sessions that lose the sweep folder:
 #   - the finished runs carried from earlier sessions are restored first (benchmarks/carry_runs.py);
-#   - each table is swept over 3 seeds, then recorded under benchmarks/results/cpu-mnist/TABLE
+#   - each argument is a table, or tables joined by "+" swept together in one pool (so that the
+#     second worker is not idle while the last long cell of a table runs); each is swept over 3
+#     seeds, then its tables are recorded under benchmarks/results/cpu-mnist/TABLE
 #     (benchmarks/record_table.py) as soon as it completes;
-#   - after each table the finished runs are carried again, so a stop loses only the cells in flight.
+#   - after each argument the finished runs are carried again, so a stop loses only the cells in flight.
 # One thread a process, --workers 2, under nice. Progress: SWEEP/../progress.log.
 #
-#   benchmarks/run_study.sh SWEEP_FOLDER table1b supp2 table1a ...
+#   benchmarks/run_study.sh SWEEP_FOLDER table1b supp2 table1a+table2a ...
 #
 # CODE (default: this checkout) is the checkout whose src/ runs, so that a frozen copy (a git
 # worktree) can run the sweep while this one changes; results are written into RESULTS (default:
@@ -25,16 +27,19 @@ mkdir -p "$SWEEP"
 say() { echo "$(date -u +%FT%T) $*" >> "$LOG"; }
 cd "$CODE"
 [ -d "$CARRIED" ] && say "$($PY benchmarks/carry_runs.py restore "$CARRIED" --to "$SWEEP")"
-for table in "$@"; do
-  sweep_args="$table --preset cpu --datasets mnist --seeds 3 --workers 2"  # run as recorded
-  say "start $table"
-  nice -n 10 $PY -m tradeoff sweep $sweep_args --out "$SWEEP" >> "$(dirname "$SWEEP")/$table.log" 2>&1
+for group in "$@"; do
+  tables=${group//+/ }
+  options="--preset cpu --datasets mnist --seeds 3 --workers 2"  # run as recorded
+  say "start $tables"
+  nice -n 10 $PY -m tradeoff sweep $tables $options --out "$SWEEP" >> "$(dirname "$SWEEP")/$group.log" 2>&1
   rc=$?
-  say "sweep $table rc=$rc"
+  say "sweep $tables rc=$rc"
   say "$($PY benchmarks/carry_runs.py save "$SWEEP" --to "$CARRIED")"
   if [ $rc -eq 0 ]; then
-    nice -n 10 $PY benchmarks/record_table.py "$table" --sweep "$SWEEP" --out "$RESULTS/cpu-mnist/$table" \
-      --command "tradeoff sweep $sweep_args --out SWEEP" >> "$(dirname "$SWEEP")/$table.log" 2>&1
-    say "recorded $table rc=$?"
+    for table in $tables; do
+      nice -n 10 $PY benchmarks/record_table.py "$table" --sweep "$SWEEP" --out "$RESULTS/cpu-mnist/$table" \
+        --command "tradeoff sweep $tables $options --out SWEEP" >> "$(dirname "$SWEEP")/$group.log" 2>&1
+      say "recorded $table rc=$?"
+    done
   fi
 done
