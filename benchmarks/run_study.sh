@@ -7,20 +7,24 @@
 #     seeds, then its tables are recorded under benchmarks/results/cpu-mnist/TABLE
 #     (benchmarks/record_table.py) as soon as it completes;
 #   - after each argument the finished runs are carried again, so a stop loses only the cells in flight.
-# One thread a process, --workers 2, under nice. Progress: SWEEP/../progress.log.
+# One thread a process, --workers 2, under nice. Progress: SWEEP/../progress.log, each argument's
+# output in SWEEP/../ARGUMENT.log.
 #
 #   benchmarks/run_study.sh SWEEP_FOLDER table1b supp2 table1a+table2a ...
 #
 # CODE (default: this checkout) is the checkout whose src/ runs, so that a frozen copy (a git
 # worktree) can run the sweep while this one changes; results are written into RESULTS (default:
-# this checkout's benchmarks/results).
+# this checkout's benchmarks/results). PRESET, DATASETS, SEEDS and WORKERS (default: cpu, mnist, 3,
+# 2) set the sweep's budget; a table may also be a table YAML file (absolute path), recorded under
+# its file name.
 set -u
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 CODE=${CODE:-$HERE}
 RESULTS=${RESULTS:-$HERE/benchmarks/results}
 PY=${PY:-$HERE/.venv/bin/python}
+PRESET=${PRESET:-cpu} DATASETS=${DATASETS:-mnist} SEEDS=${SEEDS:-3} WORKERS=${WORKERS:-2}
 SWEEP=$1; shift
-CARRIED=$RESULTS/in-progress/cpu-mnist
+CARRIED=$RESULTS/in-progress/$PRESET-$DATASETS
 LOG=$(dirname "$SWEEP")/progress.log
 export PYTHONPATH=$CODE/src OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$SWEEP"
@@ -29,16 +33,20 @@ cd "$CODE"
 [ -d "$CARRIED" ] && say "$($PY benchmarks/carry_runs.py restore "$CARRIED" --to "$SWEEP")"
 for group in "$@"; do
   tables=${group//+/ }
-  options="--preset cpu --datasets mnist --seeds 3 --workers 2"  # run as recorded
+  name=$(for t in $tables; do basename "$t" .yaml; done | paste -sd+)
+  output=$(dirname "$SWEEP")/$name.log
+  options="--preset $PRESET --datasets $DATASETS --seeds $SEEDS --workers $WORKERS"  # run as recorded
   say "start $tables"
-  nice -n 10 $PY -m tradeoff sweep $tables $options --out "$SWEEP" >> "$(dirname "$SWEEP")/$group.log" 2>&1
+  nice -n 10 $PY -m tradeoff sweep $tables $options --out "$SWEEP" >> "$output" 2>&1
   rc=$?
   say "sweep $tables rc=$rc"
   say "$($PY benchmarks/carry_runs.py save "$SWEEP" --to "$CARRIED")"
   if [ $rc -eq 0 ]; then
     for table in $tables; do
-      nice -n 10 $PY benchmarks/record_table.py "$table" --sweep "$SWEEP" --out "$RESULTS/cpu-mnist/$table" \
-        --command "tradeoff sweep $tables $options --out SWEEP" >> "$(dirname "$SWEEP")/$group.log" 2>&1
+      table=$(basename "$table" .yaml)
+      nice -n 10 $PY benchmarks/record_table.py "$table" --sweep "$SWEEP" --preset "$PRESET" \
+        --out "$RESULTS/$PRESET-$DATASETS/$table" --command "tradeoff sweep $tables $options --out SWEEP" \
+        >> "$output" 2>&1
       say "recorded $table rc=$?"
     done
   fi

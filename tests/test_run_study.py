@@ -1,0 +1,53 @@
+"""benchmarks/run_study.sh, the study's driver, end to end on two of the sweep tests' cheapest tables
+swept together ("alpha+beta"): both are recorded from the one pool, their runs are carried, and a
+second session, whose sweep folder is new, restores them and runs nothing again. Checked against
+the sweep's own files: each recorded summary.csv holds its table's runs, and the second session's
+sweep log reports every run cached."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tiny_spec import tiny_table
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def study(tmp_path: Path, sweep: Path, *groups: str) -> None:
+    env = {**os.environ, "CODE": str(REPO), "RESULTS": str(tmp_path / "results"), "PY": sys.executable,
+           "PRESET": "smoke", "DATASETS": "digits", "SEEDS": "2", "WORKERS": "2"}
+    subprocess.run(["bash", str(REPO / "benchmarks" / "run_study.sh"), str(sweep), *groups], env=env, check=True,
+                   timeout=600)
+
+
+def recorded_runs(folder: Path) -> list[str]:
+    with open(folder / "summary.csv", newline="") as f:
+        return sorted(r["run"] for r in csv.DictReader(f))
+
+
+def test_tables_joined_by_plus_are_swept_in_one_pool_recorded_each_and_carried(tmp_path):
+    alpha, beta = tmp_path / "alpha.yaml", tmp_path / "beta.yaml"
+    alpha.write_text(tiny_table("alpha"))
+    beta.write_text(tiny_table("beta").replace("train_subset: 50", "train_subset: 60"))  # not alpha's cell
+
+    study(tmp_path, tmp_path / "first" / "sweep", f"{alpha}+{beta}")
+    log = (tmp_path / "first" / "progress.log").read_text()
+    assert f"start {alpha} {beta}" in log and f"sweep {alpha} {beta} rc=0" in log
+    assert "recorded alpha rc=0" in log and "recorded beta rc=0" in log
+    recorded = tmp_path / "results" / "smoke-digits"
+    runs = {t: recorded_runs(recorded / t) for t in ("alpha", "beta")}
+    assert [len(r) for r in runs.values()] == [2, 2] and not set(runs["alpha"]) & set(runs["beta"])
+    run_md = (recorded / "alpha" / "RUN.md").read_text()
+    assert (f"- command: `tradeoff sweep {alpha} {beta} --preset smoke --datasets digits --seeds 2 --workers 2 "
+            "--out SWEEP`") in run_md
+    carried = tmp_path / "results" / "in-progress" / "smoke-digits"
+    assert sorted(p.name for p in carried.iterdir()) == sorted(runs["alpha"] + runs["beta"])
+    assert (tmp_path / "first" / "alpha+beta.log").is_file()
+
+    # the next session: a new sweep folder, the same arguments; every run comes from the carried ones
+    study(tmp_path, tmp_path / "second" / "sweep", f"{alpha}+{beta}")
+    assert "4 run(s) restored" in (tmp_path / "second" / "progress.log").read_text()
+    assert "4 run(s), 4 already done, 0 to run" in (tmp_path / "second" / "alpha+beta.log").read_text()
+    assert {t: recorded_runs(recorded / t) for t in ("alpha", "beta")} == runs
