@@ -26,6 +26,7 @@ from pathlib import Path
 
 from tradeoff.records.manifest import manifest_path, read_manifest
 from tradeoff.report import write_report
+from tradeoff.sweeps.sweep import done_digests
 
 from outputs import head_commit
 
@@ -33,9 +34,13 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "pyautoattack")
 
 
-def finished_runs(sweep: Path, runs: list[str]) -> tuple[list[str], list[str]]:
-    done = [r for r in runs if (sweep / r / "metrics.json").is_file()]
-    return done, [r for r in runs if r not in done]
+def finished_runs(sweep: Path, cells: list) -> tuple[list[str], list[str]]:
+    """(the finished run folders of the manifest's ``cells``, in their order and each once; the
+    run names of the cells not finished). A cell is done by any run folder with its spec digest, as
+    the sweep counts it: one whose spec another table named first ran under that table's name."""
+    by_digest = done_digests(sweep)
+    done = list(dict.fromkeys(by_digest[c.digest] for c in cells if c.digest in by_digest))
+    return done, [c.run for c in cells if c.digest not in by_digest]
 
 
 def seconds(sweep: Path, runs: list[str]) -> tuple[float, float]:
@@ -85,10 +90,10 @@ def main() -> int:
     if not manifest_file.is_file():
         raise SystemExit(f"{sweep} has no manifest of {args.table} at preset {args.preset}.")
     manifest = read_manifest(manifest_file)
-    runs = [c.run for c in manifest.cells if c.run]
-    done, missing = finished_runs(sweep, runs)
+    cells = [c for c in manifest.cells if c.run]
+    done, missing = finished_runs(sweep, cells)
     if missing:
-        raise SystemExit(f"{args.table}: {len(missing)} of {len(runs)} runs are not finished (first: {missing[0]}).")
+        raise SystemExit(f"{args.table}: {len(missing)} of {len(cells)} runs are not finished (first: {missing[0]}).")
     datasets = "-".join(sorted({c.dataset for c in manifest.cells}))
     out = Path(args.out or REPO / "benchmarks" / "results" / f"{args.preset}-{datasets}" / args.table)
     out.mkdir(parents=True, exist_ok=True)

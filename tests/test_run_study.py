@@ -1,8 +1,9 @@
 """benchmarks/run_study.sh, the study's driver, end to end on two of the sweep tests' cheapest tables
-swept together ("alpha+beta"): both are recorded from the one pool, their runs are carried, and a
-second session, whose sweep folder is new, restores them and runs nothing again. Checked against
-the sweep's own files: each recorded summary.csv holds its table's runs, and the second session's
-sweep log reports every run cached."""
+swept together ("alpha+beta"; beta's first cell is alpha's, so it runs once, under alpha's name):
+both are recorded from the one pool, their runs are carried, and a second session, whose sweep
+folder is new, restores them and runs nothing again. Checked against the sweep's own files: each
+recorded summary.csv holds its table's runs, and the second session's sweep log reports every run
+cached."""
 
 import csv
 import os
@@ -30,7 +31,9 @@ def recorded_runs(folder: Path) -> list[str]:
 def test_tables_joined_by_plus_are_swept_in_one_pool_recorded_each_and_carried(tmp_path):
     alpha, beta = tmp_path / "alpha.yaml", tmp_path / "beta.yaml"
     alpha.write_text(tiny_table("alpha"))
-    beta.write_text(tiny_table("beta").replace("train_subset: 50", "train_subset: 60"))  # not alpha's cell
+    beta.write_text(tiny_table("beta") + """  - setting: Adv. Defense=None (more data)
+    set: {adversarial_defense: {objective: none}, data: {train_subset: 60}}
+""")
 
     study(tmp_path, tmp_path / "first" / "sweep", f"{alpha}+{beta}")
     log = (tmp_path / "first" / "progress.log").read_text()
@@ -38,16 +41,16 @@ def test_tables_joined_by_plus_are_swept_in_one_pool_recorded_each_and_carried(t
     assert "recorded alpha rc=0" in log and "recorded beta rc=0" in log
     recorded = tmp_path / "results" / "smoke-digits"
     runs = {t: recorded_runs(recorded / t) for t in ("alpha", "beta")}
-    assert [len(r) for r in runs.values()] == [2, 2] and not set(runs["alpha"]) & set(runs["beta"])
+    assert len(runs["alpha"]) == 2 and len(runs["beta"]) == 4 and set(runs["alpha"]) < set(runs["beta"])
     run_md = (recorded / "alpha" / "RUN.md").read_text()
     assert (f"- command: `tradeoff sweep {alpha} {beta} --preset smoke --datasets digits --seeds 2 --workers 2 "
             "--out SWEEP`") in run_md
     carried = tmp_path / "results" / "in-progress" / "smoke-digits"
-    assert sorted(p.name for p in carried.iterdir()) == sorted(runs["alpha"] + runs["beta"])
+    assert sorted(p.name for p in carried.iterdir()) == runs["beta"]
     assert (tmp_path / "first" / "alpha+beta.log").is_file()
 
     # the next session: a new sweep folder, the same arguments; every run comes from the carried ones
     study(tmp_path, tmp_path / "second" / "sweep", f"{alpha}+{beta}")
     assert "4 run(s) restored" in (tmp_path / "second" / "progress.log").read_text()
-    assert "4 run(s), 4 already done, 0 to run" in (tmp_path / "second" / "alpha+beta.log").read_text()
+    assert "6 run(s), 6 already done, 0 to run" in (tmp_path / "second" / "alpha+beta.log").read_text()
     assert {t: recorded_runs(recorded / t) for t in ("alpha", "beta")} == runs
