@@ -229,13 +229,21 @@ def test_every_paper_cell_has_a_config_cell():
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    """Unknown tables and presets are user errors: exit code 2 and one sentence, no traceback."""
-    assert main(["sweep", "table9z", "--out", str(tmp_path)]) == 2
-    assert main(["sweep", "table1a", "--preset", "huge", "--out", str(tmp_path)]) == 2
+    """Unknown tables and presets, and a sweep none of whose datasets can be loaded (which would
+    otherwise run nothing and exit 0, as if done), are user errors: exit code 2 and one sentence,
+    no traceback, nothing written."""
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    out = tmp_path / "sweep"
+    assert main(["sweep", "table9z", "--out", str(out)]) == 2
+    assert main(["sweep", "table1a", "--preset", "huge", "--out", str(out)]) == 2
     assert main(["report", str(tmp_path)]) == 2
+    assert main(["sweep", "table2d", "--datasets", "mnist", "--data-root", str(empty), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(line.startswith("tradeoff: error:") for line in err)
+    assert len(err) == 4 and all(line.startswith("tradeoff: error:") for line in err)
     assert "table1a" in err[0] and "smoke" in err[1] and "manifest" in err[2]
+    assert "No dataset of this sweep can be loaded: mnist: MNIST not found" in err[3]
+    assert not any(out.rglob("*.json"))
 
 
 @pytest.mark.slow

@@ -179,7 +179,8 @@ def sweep(tables: list[str], preset: str, out: str | Path, seeds: Optional[int] 
     if workers < 1:
         raise TradeoffError(f"--workers must be at least 1, not {workers}.")
     out = Path(out)
-    generated = synthetic if isinstance(synthetic, SyntheticData) else synthetic_data(out, data_root) if synthetic else None
+    generated = (synthetic if isinstance(synthetic, SyntheticData)
+                 else synthetic_data(out, data_root) if synthetic else None)
     defs = [load_table(t) for t in tables]
     grids = [expand(t, preset, seeds, datasets, overrides, data_root, only, generated) for t in defs]
     result = SweepResult(grids)
@@ -208,11 +209,16 @@ def sweep(tables: list[str], preset: str, out: str | Path, seeds: Optional[int] 
 
 def plan_grids(out: Path, grids: list[Grid], result: SweepResult, echo) -> dict[str, str]:
     """Say which datasets are skipped or cannot be loaded and which cells are invalid, and write
-    each grid's manifest before anything runs; the datasets that cannot be loaded, with why."""
+    each grid's manifest before anything runs; the datasets that cannot be loaded, with why. A
+    sweep none of whose datasets can be loaded stops here (it would run nothing and look done)."""
     all_cells = [c for g in grids for c in g.cells]
     skipped = {ds: why for g in grids for ds, why in g.skipped.items()}
     unavailable = check_datasets([c for c in all_cells if c.dataset not in skipped])
-    for ds, why in {**skipped, **unavailable}.items():
+    missing = {**skipped, **unavailable}
+    if missing and all(c.dataset in missing for c in all_cells):
+        raise TradeoffError("No dataset of this sweep can be loaded: "
+                            + " ".join(f"{ds}: {why}" for ds, why in missing.items()))
+    for ds, why in missing.items():
         note = f"skipping {ds}: {why}"
         result.notes.append(note)
         echo(note)
