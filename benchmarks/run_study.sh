@@ -6,11 +6,13 @@
 #     second worker is not idle while the last long cell of a table runs); each is swept over 3
 #     seeds, then its tables are recorded under benchmarks/results/cpu-mnist/TABLE
 #     (benchmarks/record_table.py) as soon as it completes;
+#   - an argument "more:TABLES" (tables joined by "+", swept already) takes each pair of theirs still
+#     inconclusive at 3 seeds to 10 (`tradeoff more-seeds --tables ... --run`), then records them again;
 #   - after each argument the finished runs are carried again, so a stop loses only the cells in flight.
 # One thread a process, --workers 2, under nice. Progress: SWEEP/../progress.log, each argument's
 # output in SWEEP/../ARGUMENT.log.
 #
-#   benchmarks/run_study.sh SWEEP_FOLDER table1b supp2 table1a+table2a ...
+#   benchmarks/run_study.sh SWEEP_FOLDER table1b supp2 table1a+table2a more:table2a ...
 #
 # CODE (default: this checkout) is the checkout whose src/ runs, so that a frozen copy (a git
 # worktree) can run the sweep while this one changes; results are written into RESULTS (default:
@@ -31,21 +33,31 @@ mkdir -p "$SWEEP"
 say() { echo "$(date -u +%FT%T) $*" >> "$LOG"; }
 cd "$CODE"
 [ -d "$CARRIED" ] && say "$($PY benchmarks/carry_runs.py restore "$CARRIED" --to "$SWEEP")"
+options="--preset $PRESET --datasets $DATASETS --seeds $SEEDS --workers $WORKERS"  # run as recorded
 for group in "$@"; do
-  tables=${group//+/ }
+  more=${group#more:}
+  tables=${more//+/ }
   name=$(for t in $tables; do basename "$t" .yaml; done | paste -sd+)
+  recorded_command="tradeoff sweep $tables $options --out SWEEP"
+  if [ "$more" != "$group" ]; then
+    tables=${name//+/ }
+    step=(more-seeds "$SWEEP" --tables $tables --run --workers "$WORKERS")
+    recorded_command="$recorded_command, then tradeoff more-seeds SWEEP --tables $tables --run --workers $WORKERS"
+    name=more-$name
+  else
+    step=(sweep $tables $options --out "$SWEEP")
+  fi
   output=$(dirname "$SWEEP")/$name.log
-  options="--preset $PRESET --datasets $DATASETS --seeds $SEEDS --workers $WORKERS"  # run as recorded
-  say "start $tables"
-  nice -n 10 $PY -m tradeoff sweep $tables $options --out "$SWEEP" >> "$output" 2>&1
+  say "start ${step[0]} $tables"
+  nice -n 10 $PY -m tradeoff "${step[@]}" >> "$output" 2>&1
   rc=$?
-  say "sweep $tables rc=$rc"
+  say "${step[0]} $tables rc=$rc"
   say "$($PY benchmarks/carry_runs.py save "$SWEEP" --to "$CARRIED")"
   if [ $rc -eq 0 ]; then
     for table in $tables; do
       table=$(basename "$table" .yaml)
       nice -n 10 $PY benchmarks/record_table.py "$table" --sweep "$SWEEP" --preset "$PRESET" \
-        --out "$RESULTS/$PRESET-$DATASETS/$table" --command "tradeoff sweep $tables $options --out SWEEP" \
+        --out "$RESULTS/$PRESET-$DATASETS/$table" --command "$recorded_command" \
         >> "$output" 2>&1
       say "recorded $table rc=$?"
     done

@@ -57,8 +57,13 @@ ASR = {"size2-standard": [0.10, 0.12, 0.08, 0.10, 0.11, 0.09, 0.10, 0.12, 0.08, 
        "size1-standard": [0.05, 0.06, 0.04], "size1-adv-training": [0.55, 0.57, 0.54]}
 
 
-def _fabricate(out, seeds: int, only=None, overrides=None):
-    grid = grids.expand(grids.load_table("table2b"), "smoke", seeds=seeds, datasets=["mnist"], only=only,
+# Table 2(c)'s 2.5% pair inconclusive at seeds 0-2 (+30, -5, +60), its 1% pair reproduced.
+ASR_2C = {"rate25-standard": [0.10, 0.10, 0.10], "rate25-adv-training": [0.40, 0.05, 0.70],
+          "rate10-standard": [0.05, 0.06, 0.04], "rate10-adv-training": [0.55, 0.57, 0.54]}
+
+
+def _fabricate(out, seeds: int, only=None, overrides=None, table="table2b", asr=ASR):
+    grid = grids.expand(grids.load_table(table), "smoke", seeds=seeds, datasets=["mnist"], only=only,
                         overrides=overrides)
     for c in grid.cells:
         run = out / c.run_name
@@ -68,7 +73,7 @@ def _fabricate(out, seeds: int, only=None, overrides=None):
         (run / "spec.yaml").write_text(c.spec.to_yaml())
         (run / "metrics.json").write_text(json.dumps({
             "dataset": "mnist", "accuracy": 0.9, "adversarial_robustness": 0.5,
-            "backdoor_success_rate": ASR[c.slug][c.seed], "spec_digest": c.digest}))
+            "backdoor_success_rate": asr[c.slug][c.seed], "spec_digest": c.digest}))
     write_manifest(out, grid, {}, {})
 
 
@@ -96,11 +101,9 @@ def test_more_seeds_lists_the_inconclusive_pairs_and_the_exact_sweep(tmp_path, c
     assert main(shlex.split(expected)[1:] + ["--dry-run"]) == 0
     planned = [line.split() for line in capsys.readouterr().out.splitlines()]
     states = {(cols[2], cols[3]): " ".join(cols[5:]) for cols in planned}
-    assert {k for k, v in states.items() if v == "done"} == {(s, f"s{i}") for s in ("size2-standard",
-                                                                                   "size2-adv-training") for i in range(3)}
-    assert {k for k, v in states.items() if v == "to run"} == {(s, f"s{i}") for s in ("size2-standard",
-                                                                                     "size2-adv-training")
-                                                               for i in range(3, 10)}
+    cells = ("size2-standard", "size2-adv-training")
+    assert {k for k, v in states.items() if v == "done"} == {(s, f"s{i}") for s in cells for i in range(3)}
+    assert {k for k, v in states.items() if v == "to run"} == {(s, f"s{i}") for s in cells for i in range(3, 10)}
 
     assert main(["report", str(out)]) == 0
     md = (out / "report.md").read_text()
@@ -177,3 +180,24 @@ def test_more_seeds_run_sweeps_exactly_what_it_prints(tmp_path, capsys, monkeypa
     assert main(["more-seeds", str(out), "--run", "--workers", "2"]) == 0
     assert "--workers 2" in capsys.readouterr().out
     assert calls == [(["table2b"], "smoke", out, 10, ["mnist"], [], None, 2, ["size2-standard", "size2-adv-training"])]
+
+
+def test_more_seeds_of_some_tables_of_a_shared_folder(tmp_path, capsys):
+    """Two tables swept into one folder, each with an inconclusive pair: --tables lists and extends
+    only the tables named, and a table that was not swept into the folder is one sentence, exit 2."""
+    out = tmp_path / "sweep"
+    _fabricate(out, 3)
+    _fabricate(out, 3, table="table2c", asr=ASR_2C)
+    assert main(["more-seeds", str(out)]) == 0
+    commands = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  tradeoff sweep")]
+    assert [c.split()[2] for c in commands] == ["table2b", "table2c"]
+
+    assert main(["more-seeds", str(out), "--tables", "table2c"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert not any("table2b" in line for line in printed)
+    assert printed[-1] == (f"  tradeoff sweep table2c --preset smoke --datasets mnist --cells rate25-standard "
+                           f"rate25-adv-training --seeds 10 --out {shlex.quote(str(out))}")
+
+    assert main(["more-seeds", str(out), "--tables", "table2a", "table2c"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"tradeoff: error: table2a not swept into {out} (its tables: table2b, table2c)."]

@@ -1,7 +1,8 @@
 """benchmarks/run_study.sh, the study's driver, end to end on two of the sweep tests' cheapest tables
 swept together ("alpha+beta"; beta's first cell is alpha's, so it runs once, under alpha's name):
 both are recorded from the one pool, their runs are carried, and a second session, whose sweep
-folder is new, restores them and runs nothing again. Checked against the sweep's own files: each
+folder is new, restores them and runs nothing again, and a "more:" step extends and records a table
+again. Checked against the sweep's own files: each
 recorded summary.csv holds its table's runs, and the second session's sweep log reports every run
 cached."""
 
@@ -37,7 +38,7 @@ def test_tables_joined_by_plus_are_swept_in_one_pool_recorded_each_and_carried(t
 
     study(tmp_path, tmp_path / "first" / "sweep", f"{alpha}+{beta}")
     log = (tmp_path / "first" / "progress.log").read_text()
-    assert f"start {alpha} {beta}" in log and f"sweep {alpha} {beta} rc=0" in log
+    assert f"start sweep {alpha} {beta}" in log and f"sweep {alpha} {beta} rc=0" in log
     assert "recorded alpha rc=0" in log and "recorded beta rc=0" in log
     recorded = tmp_path / "results" / "smoke-digits"
     runs = {t: recorded_runs(recorded / t) for t in ("alpha", "beta")}
@@ -49,8 +50,15 @@ def test_tables_joined_by_plus_are_swept_in_one_pool_recorded_each_and_carried(t
     assert sorted(p.name for p in carried.iterdir()) == runs["beta"]
     assert (tmp_path / "first" / "alpha+beta.log").is_file()
 
-    # the next session: a new sweep folder, the same arguments; every run comes from the carried ones
-    study(tmp_path, tmp_path / "second" / "sweep", f"{alpha}+{beta}")
-    assert "4 run(s) restored" in (tmp_path / "second" / "progress.log").read_text()
+    # the next session: a new sweep folder, the same arguments; every run comes from the carried ones;
+    # then alpha's more-seeds step (it has no with/without pair, so nothing to extend) and its record again
+    study(tmp_path, tmp_path / "second" / "sweep", f"{alpha}+{beta}", f"more:{alpha}")
+    log = (tmp_path / "second" / "progress.log").read_text()
+    assert "4 run(s) restored" in log
     assert "6 run(s), 6 already done, 0 to run" in (tmp_path / "second" / "alpha+beta.log").read_text()
+    assert "start more-seeds alpha" in log and "more-seeds alpha rc=0" in log and log.count("recorded alpha rc=0") == 2
+    assert "No pair is inconclusive" in (tmp_path / "second" / "more-alpha.log").read_text()
     assert {t: recorded_runs(recorded / t) for t in ("alpha", "beta")} == runs
+    run_md = (recorded / "alpha" / "RUN.md").read_text()
+    assert (f"- command: `tradeoff sweep {alpha} --preset smoke --datasets digits --seeds 2 --workers 2 --out SWEEP, "
+            "then tradeoff more-seeds SWEEP --tables alpha --run --workers 2`") in run_md

@@ -16,6 +16,8 @@ from tradeoff.sweeps.sweep import main_echo, sweep
                        f"take their cells to {MORE_SEEDS} seeds (--run runs them)")
 def configure_more_seeds(p: argparse.ArgumentParser):
     p.add_argument("folder", help="a sweep's output folder (its manifests and run folders)")
+    p.add_argument("--tables", nargs="+", metavar="TABLE",
+                   help="only these tables of the folder (default: every table swept into it)")
     p.add_argument("--run", action="store_true", help="run the commands (resumable, like any sweep)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="the --set options the sweep was run with (its cells' digests depend on them)")
@@ -23,7 +25,7 @@ def configure_more_seeds(p: argparse.ArgumentParser):
     p.add_argument("--workers", type=int, default=1, help="cells run in parallel processes (default: 1)")
 
     def handle(args) -> int:
-        extension = plan(args.folder, args.overrides, args.data_root, args.workers)
+        extension = plan(args.folder, args.overrides, args.data_root, args.workers, args.tables)
         for line in plan_lines(extension):
             print(line)
         if not args.run or not extension.commands:

@@ -83,16 +83,23 @@ def pending_pairs(manifest: Manifest, table: TableReport) -> list[PendingPair]:
 
 
 def plan(folder: str | Path, overrides: Optional[list] = None, data_root: Optional[str] = None,
-         workers: int = 1) -> MoreSeedsPlan:
-    """The pending pairs of every table swept into ``folder`` and the commands that extend them,
-    checked before anything runs: the commands must plan the same runs for seeds 0 to
-    FIRST_SEEDS - 1 as the manifest holds (else the sweep was run with other options: ``overrides``
-    gives its ``--set``)."""
+         workers: int = 1, only_tables: Optional[list] = None) -> MoreSeedsPlan:
+    """The pending pairs of every table swept into ``folder`` (or of ``only_tables`` among them) and
+    the commands that extend them, checked before anything runs: the commands must plan the same
+    runs for seeds 0 to FIRST_SEEDS - 1 as the manifest holds (else the sweep was run with other
+    options: ``overrides`` gives its ``--set``)."""
     folder = Path(folder)
     tables = build_reports(folder)
     manifests = read_manifests(folder)
+    if only_tables:
+        swept = [m.table for m in manifests]
+        unknown = [t for t in only_tables if t not in swept]
+        if unknown:
+            raise TradeoffError(f"{', '.join(unknown)} not swept into {folder} (its tables: {', '.join(swept)}).")
     pending, commands = [], []
     for manifest, table in zip(manifests, tables):
+        if only_tables and manifest.table not in only_tables:
+            continue
         found = pending_pairs(manifest, table)
         pending += found
         by_dataset: dict = {}
