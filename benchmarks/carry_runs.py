@@ -19,7 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from tradeoff.records.folders import finished_runs
+from tradeoff.records.folders import finished_runs, write_atomic, write_text_atomic
 
 from outputs import head_commit
 
@@ -29,17 +29,19 @@ MADE_WITH = "made_with.txt"
 
 def save(sweep: Path, carried: Path, code: str) -> list[str]:
     """Copy the kept files of every finished run of ``sweep`` into ``carried`` (replacing an older
-    copy of the same run); a run carried for the first time, and not restored from an earlier
-    session, is marked as made with ``code``. The names of the runs copied."""
+    copy of the same run, each file whole or not at all); a run carried for the first time, and not
+    restored from an earlier session, is marked as made with ``code``. The names of the runs carried."""
     names = []
     for run in finished_runs(sweep):
         target = carried / run.name
-        target.mkdir(parents=True, exist_ok=True)
         for name in KEPT:
-            shutil.copy2(run / name, target / name)
+            source, copy = run / name, target / name
+            if not copy.is_file() or copy.read_bytes() != source.read_bytes():
+                # whole or not at all: save runs while the sweep does, and a session may stop it mid-copy
+                write_atomic(copy, lambda tmp, source=source: shutil.copy2(source, tmp))
         if not (target / MADE_WITH).is_file():
             made_with = run / MADE_WITH
-            (target / MADE_WITH).write_text(made_with.read_text() if made_with.is_file() else code + "\n")
+            write_text_atomic(target / MADE_WITH, made_with.read_text() if made_with.is_file() else code + "\n")
         names.append(run.name)
     return names
 

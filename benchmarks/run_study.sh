@@ -8,7 +8,8 @@
 #     (benchmarks/record_table.py) as soon as it completes;
 #   - an argument "more:TABLES" (tables joined by "+", swept already) takes each pair of theirs still
 #     inconclusive at 3 seeds to 10 (`tradeoff more-seeds --tables ... --run`), then records them again;
-#   - after each argument the finished runs are carried again, so a stop loses only the cells in flight.
+#   - while a step runs its finished runs are carried every CARRY_EVERY seconds (default 600), and
+#     once more when it ends, so a stop loses only the cells in flight and at most that much of the rest.
 # One thread a process, --workers 2, under nice. Progress: SWEEP/../progress.log, each argument's
 # output in SWEEP/../ARGUMENT.log.
 #
@@ -31,6 +32,11 @@ LOG=$(dirname "$SWEEP")/progress.log
 export PYTHONPATH=$CODE/src OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$SWEEP"
 say() { echo "$(date -u +%FT%T) $*" >> "$LOG"; }
+carry() { say "$($PY benchmarks/carry_runs.py save "$SWEEP" --to "$CARRIED")"; }
+carry_every() {  # until TERM; a TERM during a save waits for it to finish (bash runs traps between commands)
+  trap 'kill $pause 2>/dev/null; exit 0' TERM
+  while :; do sleep "${CARRY_EVERY:-600}" & pause=$!; wait $pause; carry; done
+}
 cd "$CODE"
 [ -d "$CARRIED" ] && say "$($PY benchmarks/carry_runs.py restore "$CARRIED" --to "$SWEEP")"
 options="--preset $PRESET --datasets $DATASETS --seeds $SEEDS --workers $WORKERS"  # run as recorded
@@ -49,10 +55,12 @@ for group in "$@"; do
   fi
   output=$(dirname "$SWEEP")/$name.log
   say "start ${step[0]} $tables"
+  carry_every & carrier=$!
   nice -n 10 $PY -m tradeoff "${step[@]}" >> "$output" 2>&1
   rc=$?
+  kill $carrier; wait $carrier
   say "${step[0]} $tables rc=$rc"
-  say "$($PY benchmarks/carry_runs.py save "$SWEEP" --to "$CARRIED")"
+  carry
   if [ $rc -eq 0 ]; then
     for table in $tables; do
       table=$(basename "$table" .yaml)

@@ -68,3 +68,34 @@ def test_a_missing_folder_is_one_sentence_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"carry_runs: no sweep folder {tmp_path / 'nowhere'}.",
                    f"carry_runs: no carried runs in {tmp_path / 'nowhere'}."]
+
+
+def test_a_save_stopped_mid_copy_leaves_the_carried_files_whole(tmp_path, monkeypatch):
+    """save runs beside a sweep that still writes, and a session's end may stop it at any moment:
+    a save killed half way through copying a run's metrics (here: a copy that writes half the file,
+    then is interrupted) leaves the carried copy as the previous save wrote it, with no partial
+    file beside it; the next save brings it up to date."""
+    carry = load("carry_runs")
+    sweep_dir, kept = tmp_path / "sweep", tmp_path / "kept"
+    run = sweep_dir / "t-digits-standard-s0-0123456789ab"
+    run.mkdir(parents=True)
+    (run / "spec.yaml").write_text("name: t-digits-standard-s0\n")
+    (run / "metrics.json").write_text('{"accuracy": 0.5}')
+    assert carry.save(sweep_dir, kept, "abc123") == [run.name]
+    (run / "metrics.json").write_text('{"accuracy": 0.75, "masking_transfer_robustness": 0.5}')
+
+    def interrupted_copy(source, target):
+        Path(target).write_bytes(Path(source).read_bytes()[:10])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(carry.shutil, "copy2", interrupted_copy)
+    try:
+        carry.save(sweep_dir, kept, "abc123")
+    except KeyboardInterrupt:
+        pass
+    assert (kept / run.name / "metrics.json").read_text() == '{"accuracy": 0.5}'
+    assert (kept / run.name / "spec.yaml").read_text() == "name: t-digits-standard-s0\n"
+    assert sorted(p.name for p in (kept / run.name).iterdir()) == ["made_with.txt", "metrics.json", "spec.yaml"]
+    monkeypatch.undo()
+    carry.save(sweep_dir, kept, "abc123")
+    assert (kept / run.name / "metrics.json").read_text() == (run / "metrics.json").read_text()

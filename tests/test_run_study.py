@@ -1,10 +1,9 @@
 """benchmarks/run_study.sh, the study's driver, end to end on two of the sweep tests' cheapest tables
 swept together ("alpha+beta"; beta's first cell is alpha's, so it runs once, under alpha's name):
-both are recorded from the one pool, their runs are carried, and a second session, whose sweep
-folder is new, restores them and runs nothing again, and a "more:" step extends and records a table
-again. Checked against the sweep's own files: each
-recorded summary.csv holds its table's runs, and the second session's sweep log reports every run
-cached."""
+both are recorded from the one pool, their runs are carried (while the sweep runs and after), and a
+second session, whose sweep folder is new, restores them and runs nothing again, and a "more:" step
+extends and records a table again. Checked against the sweep's own files: each recorded summary.csv
+holds its table's runs, and the second session's sweep log reports every run cached."""
 
 import csv
 import os
@@ -19,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def study(tmp_path: Path, sweep: Path, *groups: str) -> None:
     env = {**os.environ, "CODE": str(REPO), "RESULTS": str(tmp_path / "results"), "PY": sys.executable,
-           "PRESET": "smoke", "DATASETS": "digits", "SEEDS": "2", "WORKERS": "2"}
+           "PRESET": "smoke", "DATASETS": "digits", "SEEDS": "2", "WORKERS": "2", "CARRY_EVERY": "2"}
     subprocess.run(["bash", str(REPO / "benchmarks" / "run_study.sh"), str(sweep), *groups], env=env, check=True,
                    timeout=600)
 
@@ -40,6 +39,8 @@ def test_tables_joined_by_plus_are_swept_in_one_pool_recorded_each_and_carried(t
     log = (tmp_path / "first" / "progress.log").read_text()
     assert f"start sweep {alpha} {beta}" in log and f"sweep {alpha} {beta} rc=0" in log
     assert "recorded alpha rc=0" in log and "recorded beta rc=0" in log
+    # carried while the sweep ran (every 2 s here; its pool alone takes longer to start), then once more
+    assert log.count("carried in") >= 2
     recorded = tmp_path / "results" / "smoke-digits"
     runs = {t: recorded_runs(recorded / t) for t in ("alpha", "beta")}
     assert len(runs["alpha"]) == 2 and len(runs["beta"]) == 4 and set(runs["alpha"]) < set(runs["beta"])
