@@ -27,7 +27,9 @@ only reported). Writes eval-strength.md and eval-strength.json.
         --sweep SWEEP_FOLDER [--models KIND ...] [--results DIR]
 
 Kinds measured apart (one process per core, each with its own ``--results``) make one table with
-``--merge A/eval-strength.json B/eval-strength.json --results DIR``.
+``--merge A/eval-strength.json B/eval-strength.json --results DIR``. A run writes its rows into
+``--results`` after every model; stopped, the same command again keeps those and measures the rest
+(models trained in ``--sweep`` are reused; AutoAttack's results are cached there too).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from tradeoff.attacks.spatial import spatial_attack
 from tradeoff.config.resolve import resolve
 from tradeoff.core.spec import AttackSpec, AutoAttackSpec, SpatialSpec
 from tradeoff.pipeline.defend import load_trained_run
+from tradeoff.records.folders import write_text_atomic
 from tradeoff.sweeps import grids
 from tradeoff.sweeps.quickstart import quickstart_specs
 
@@ -257,17 +260,33 @@ def failures(rows: list[dict]) -> list[str]:
     return out
 
 
-def measure_all(args, sweep: Path) -> list[dict]:
+def measure_all(args, sweep: Path, earlier: list[dict], keep) -> list[dict]:
+    """A row per model and seed; those in ``earlier`` (a stopped run's) are kept, not measured again,
+    and ``keep(rows)`` is called after each new one."""
     given = dict(item.split("=", 1) for item in args.runs)
     images = {**MODELS, **{k: int(v) for k, v in (item.split("=", 1) for item in args.images)}}
+    done = {(r["model"], r["seed"]): r for r in earlier}
     rows = []
     for kind in args.models:
         for seed in range(1 if kind == "quickstart" else args.seeds):
+            if (kind, seed) in done:
+                rows.append(done[kind, seed])
+                continue
             folder = (Path(given[kind]) if kind in given and seed == 0
                       else find_or_train(kind, seed, sweep, args.seeds, args.data_root))
             rows.append(measure(kind, seed, folder, images[kind], args.data_root, args.attack, args.no_autoattack,
                                 sweep / "autoattack-cache"))
+            keep(rows)
     return rows
+
+
+def partial_rows(results: Path) -> list[dict]:
+    """The rows a stopped run left in ``results`` (none when it finished or never ran)."""
+    file = results / "eval-strength.json"
+    if not file.is_file():
+        return []
+    saved = json.loads(file.read_text())
+    return saved["rows"] if saved.get("partial") else []
 
 
 def merged_rows(files: list[str]) -> tuple[list[dict], list[str]]:
@@ -301,14 +320,22 @@ def main() -> int:
 
     sweep, start = Path(args.sweep), time.perf_counter()
     command = " ".join(["python", *sys.argv])
-    rows, sources = merged_rows(args.merge) if args.merge else (measure_all(args, sweep), [command])
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+
+    def keep(rows: list[dict]) -> None:  # so that a stopped run resumes after its last measured model
+        write_text_atomic(results / "eval-strength.json",
+                          json.dumps({"rows": rows, "partial": True, "command": command}, indent=1) + "\n")
+
+    earlier = partial_rows(results)
+    if earlier:
+        print(f"{len(earlier)} model(s) measured by the stopped run in {results}: kept, not measured again")
+    rows, sources = merged_rows(args.merge) if args.merge else (measure_all(args, sweep, earlier, keep), [command])
 
     table, summary = markdown(rows), gaps_by_kind(rows)
     print("\n" + summary + "\n" + table)
     failed = failures(rows)
     missing = [kind for kind in CHECKED if kind not in {r["model"] for r in rows}]
-    results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
     (results / "eval-strength.md").write_text(
         "# The evaluation attack beside AutoAttack (APGD-CE + APGD-T), same models and images\n\n"
         f"Criterion: ours minus AutoAttack at most {100 * MAX_GAP:.0f} points on every checked model "
@@ -319,7 +346,7 @@ def main() -> int:
         + ("Over the checked models measured here: " + (f"above the criterion: {', '.join(failed)}" if failed
                                                            else "all within")
            + (f"; not measured here: {', '.join(missing)}" if missing else "") + ".\n\n") + summary + "\n" + table)
-    (results / "eval-strength.json").write_text(json.dumps(
+    write_text_atomic(results / "eval-strength.json", json.dumps(
         {"rows": rows, "max_gap_points": 100 * MAX_GAP, "failed": failed, "command": command, "sources": sources,
          "script_seconds": round(time.perf_counter() - start, 1)}, indent=1) + "\n")
     print(f"written to {results}/eval-strength.md and eval-strength.json"

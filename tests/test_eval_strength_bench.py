@@ -51,3 +51,39 @@ def test_merge_orders_rows_by_model_then_seed_and_the_criterion_names_each_model
     assert f"The rows of: `run a`; `{b}`." in md and "above the criterion: table1b-mnist-rate5-ibp-cpu s1" in md
     assert "not measured here: quickstart, beyond-training-mnist-trades-cpu" in md
     assert json.loads((out / "eval-strength.json").read_text())["sources"] == ["run a", str(b)]
+
+
+def test_a_stopped_run_resumes_after_its_last_measured_model(tmp_path, monkeypatch):
+    """Measuring 2 kinds x 2 seeds, stopped while measuring the third model: the results folder holds
+    the 2 rows measured (marked partial); the same command again measures only the other 2 (none
+    twice, in the same order) and writes all 4, no longer partial. The measurement is replaced by a
+    stand-in here (the rows of _row); what is checked is which models are measured when."""
+    bench = load_bench()
+    kinds = ["table1a-mnist-adv-training-cpu", "table1b-mnist-rate5-ibp-cpu"]
+    measured = []
+
+    def fake_measure(kind, seed, *args):
+        if len(measured) == 2 and not resumed:
+            raise KeyboardInterrupt
+        measured.append((kind, seed))
+        return _row(kind, seed, 0.80, 0.79)
+
+    monkeypatch.setattr(bench, "measure", fake_measure)
+    monkeypatch.setattr(bench, "find_or_train", lambda *args: tmp_path / "run")
+    out = tmp_path / "results"
+    monkeypatch.setattr(sys, "argv", ["bench_eval_strength.py", "--models", *kinds, "--seeds", "2",
+                                      "--sweep", str(tmp_path / "sweep"), "--results", str(out)])
+    resumed = False
+    try:
+        bench.main()
+    except KeyboardInterrupt:
+        pass
+    saved = json.loads((out / "eval-strength.json").read_text())
+    assert saved["partial"] and [(r["model"], r["seed"]) for r in saved["rows"]] == [(kinds[0], 0), (kinds[0], 1)]
+
+    resumed = True
+    assert bench.main() == 0
+    assert measured == [(kinds[0], 0), (kinds[0], 1), (kinds[1], 0), (kinds[1], 1)]
+    saved = json.loads((out / "eval-strength.json").read_text())
+    assert "partial" not in saved and [(r["model"], r["seed"]) for r in saved["rows"]] == [
+        (k, s) for k in kinds for s in (0, 1)]
