@@ -327,10 +327,13 @@ def main() -> int:
         write_text_atomic(results / "eval-strength.json",
                           json.dumps({"rows": rows, "partial": True, "command": command}, indent=1) + "\n")
 
-    earlier = partial_rows(results)
-    if earlier:
-        print(f"{len(earlier)} model(s) measured by the stopped run in {results}: kept, not measured again")
-    rows, sources = merged_rows(args.merge) if args.merge else (measure_all(args, sweep, earlier, keep), [command])
+    if args.merge:
+        rows, sources = merged_rows(args.merge)
+    else:
+        earlier = partial_rows(results)
+        if earlier:
+            print(f"{len(earlier)} model(s) measured by the stopped run in {results}: kept, not measured again")
+        rows, sources = measure_all(args, sweep, earlier, keep), [command]
 
     table, summary = markdown(rows), gaps_by_kind(rows)
     print("\n" + summary + "\n" + table)
